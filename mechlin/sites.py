@@ -1,0 +1,138 @@
+"""Named access to the places analyses read and patch, so nobody builds hook-name strings by hand.
+
+A *site* is a kind of activation (``"attn_out"``, ``"mlp_post"``, ...); per-layer sites take a
+layer index. ``hook_name(model, "mlp_post", 3)`` returns ``"blocks.3.mlp.hook_post"`` after
+checking that the model really has that hook point, and raises ``MissingHookError`` (with the
+hook points it does have) when it does not. The vocabulary is TransformerLens's:
+
+| site           | hook point                           | shape                        |
+|----------------|--------------------------------------|------------------------------|
+| resid_pre      | blocks.{l}.hook_resid_pre            | batch pos d_model            |
+| resid_mid      | blocks.{l}.hook_resid_mid            | batch pos d_model            |
+| resid_post     | blocks.{l}.hook_resid_post           | batch pos d_model            |
+| attn_out       | blocks.{l}.hook_attn_out             | batch pos d_model            |
+| mlp_out        | blocks.{l}.hook_mlp_out              | batch pos d_model            |
+| mlp_pre        | blocks.{l}.mlp.hook_pre              | batch pos d_mlp              |
+| mlp_post       | blocks.{l}.mlp.hook_post (neurons)   | batch pos d_mlp              |
+| attn_scores    | blocks.{l}.attn.hook_attn_scores     | batch head query_pos key_pos |
+| attn_pattern   | blocks.{l}.attn.hook_pattern         | batch head query_pos key_pos |
+| q, k, v, z     | blocks.{l}.attn.hook_{q,k,v,z}       | batch pos head d_head        |
+| embed          | hook_embed (token embeddings)        | batch pos d_model            |
+| final_resid    | ln_final.hook_in                     | batch pos d_model            |
+| final_norm     | ln_final.hook_normalized             | batch pos d_model            |
+| logits         | unembed.hook_out                     | batch pos d_vocab            |
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any, Literal, get_args
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from mechlin.errors import MissingHookError
+
+LayerSite = Literal[
+    "resid_pre",
+    "resid_mid",
+    "resid_post",
+    "attn_out",
+    "mlp_out",
+    "mlp_pre",
+    "mlp_post",
+    "attn_scores",
+    "attn_pattern",
+    "q",
+    "k",
+    "v",
+    "z",
+]
+ModelSite = Literal["embed", "final_resid", "final_norm", "logits"]
+Site = LayerSite | ModelSite
+
+_LAYER_PATTERNS: dict[str, str] = {
+    "resid_pre": "blocks.{layer}.hook_resid_pre",
+    "resid_mid": "blocks.{layer}.hook_resid_mid",
+    "resid_post": "blocks.{layer}.hook_resid_post",
+    "attn_out": "blocks.{layer}.hook_attn_out",
+    "mlp_out": "blocks.{layer}.hook_mlp_out",
+    "mlp_pre": "blocks.{layer}.mlp.hook_pre",
+    "mlp_post": "blocks.{layer}.mlp.hook_post",
+    "attn_scores": "blocks.{layer}.attn.hook_attn_scores",
+    "attn_pattern": "blocks.{layer}.attn.hook_pattern",
+    "q": "blocks.{layer}.attn.hook_q",
+    "k": "blocks.{layer}.attn.hook_k",
+    "v": "blocks.{layer}.attn.hook_v",
+    "z": "blocks.{layer}.attn.hook_z",
+}
+_MODEL_NAMES: dict[str, str] = {
+    "embed": "hook_embed",
+    "final_resid": "ln_final.hook_in",
+    "final_norm": "ln_final.hook_normalized",
+    "logits": "unembed.hook_out",
+}
+assert set(_LAYER_PATTERNS) == set(get_args(LayerSite))
+assert set(_MODEL_NAMES) == set(get_args(ModelSite))
+
+
+def n_layers(model: Any) -> int:
+    return int(model.cfg.n_layers)
+
+
+def check_layer(model: Any, layer: int) -> int:
+    """Return ``layer`` as a non-negative index, or raise if the model has no such layer."""
+    n = n_layers(model)
+    if not -n <= layer < n:
+        raise IndexError(f"layer {layer} is out of range: the model has layers 0..{n - 1}")
+    return layer % n
+
+
+def hook_name(model: Any, site: Site, layer: int | None = None) -> str:
+    """The hook point of ``site`` (at ``layer`` for per-layer sites), checked to exist."""
+    if site in _LAYER_PATTERNS:
+        if layer is None:
+            raise ValueError(f"site {site!r} is per layer: pass layer=")
+        name = _LAYER_PATTERNS[site].format(layer=check_layer(model, layer))
+    elif site in _MODEL_NAMES:
+        if layer is not None:
+            raise ValueError(f"site {site!r} is not per layer: do not pass layer=")
+        name = _MODEL_NAMES[site]
+    else:
+        raise ValueError(
+            f"unknown site {site!r}; sites are {sorted(_LAYER_PATTERNS) + sorted(_MODEL_NAMES)}"
+        )
+    hooks = model.hook_dict
+    if name not in hooks:
+        close = difflib.get_close_matches(name, list(hooks), n=5)
+        raise MissingHookError(
+            f"this model ({type(model).__name__}) has no hook point {name!r} for site {site!r}. "
+            f"Closest hook points it has: {close}"
+        )
+    return name
+
+
+def hook_names(model: Any, site: LayerSite) -> list[str]:
+    """The hook point of a per-layer ``site`` in every layer, in layer order."""
+    return [hook_name(model, site, layer) for layer in range(n_layers(model))]
+
+
+def unembed(
+    model: Any, resid: Float[Tensor, "... d_model"], *, apply_norm: bool = True
+) -> Float[Tensor, "... d_vocab"]:
+    """Read residual-stream vectors as logits: the model's final norm, then its unembedding.
+
+    With ``apply_norm=True`` this is exactly what the model does to its last residual state
+    (the logit lens); ``False`` skips the final norm (as Geva et al.'s original projections do).
+    """
+    from transformer_lens.tools.analysis import logit_readout  # noqa: PLC0415
+
+    readout = logit_readout(model, resid, apply_ln=apply_norm, return_type="logits")
+    return readout.values
+
+
+@torch.no_grad()
+def W_U(model: Any) -> Float[Tensor, "d_model d_vocab"]:
+    """The unembedding matrix."""
+    return model.W_U

@@ -1,0 +1,147 @@
+"""Token positions of a subject in a prompt, and the token ids of an answer.
+
+Subject spans are found from the tokenizer's character offsets, never by decoding tokens one
+at a time and matching strings: per-token decodes of SentencePiece and byte-level BPE
+vocabularies drop or mangle the leading space ("▁Tower", "ĠTower"), so string matching on them
+finds the wrong span or none. A token belongs to the subject when its character range overlaps
+the subject's, so a subject that starts or ends inside a token still gets that whole token.
+Positions are those of ``model.to_tokens(prompt)``, BOS included when the model prepends one.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Protocol, runtime_checkable
+
+import torch
+
+from mechlin.errors import EmptyInputError, MultiTokenAnswerError, SubjectNotFoundError
+
+
+@runtime_checkable
+class TokenizingModel(Protocol):
+    """What these helpers need of a model: its tokenizer and its own tokenization."""
+
+    tokenizer: object
+
+    def to_tokens(self, input: str, prepend_bos: bool | None = ...) -> torch.Tensor: ...
+
+
+def _encode(model: TokenizingModel, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+    tokenizer = model.tokenizer
+    if tokenizer is None:
+        raise ValueError("the model has no tokenizer; load it with mechlin.load_model")
+    if not getattr(tokenizer, "is_fast", False):
+        raise ValueError(
+            f"{type(tokenizer).__name__} is a slow tokenizer and gives no character offsets; "
+            "load the model with a fast (Rust) tokenizer"
+        )
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)  # type: ignore[operator]
+    return list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
+
+
+def _str_tokens(model: TokenizingModel, ids: list[int]) -> list[str]:
+    return [model.tokenizer.decode([i]) for i in ids]  # type: ignore[attr-defined]
+
+
+def prompt_offset(model: TokenizingModel, prompt: str) -> tuple[list[int], int]:
+    """The prompt's ids without special tokens, and how many tokens ``to_tokens`` puts first.
+
+    Raises if ``model.to_tokens(prompt)`` is not those ids with a prefix (a tokenizer whose
+    behaviour changed under the model would otherwise shift every position silently).
+    """
+    ids, _ = _encode(model, prompt)
+    full = model.to_tokens(prompt)[0].tolist()
+    shift = len(full) - len(ids)
+    if shift < 0 or full[shift:] != ids:
+        raise RuntimeError(
+            "model.to_tokens(prompt) does not equal the tokenizer's ids plus a prefix; "
+            f"to_tokens: {full}, tokenizer: {ids}"
+        )
+    return ids, shift
+
+
+def find_subject_span(
+    model: TokenizingModel,
+    prompt: str,
+    subject: str,
+    *,
+    occurrence: int = 0,
+) -> tuple[int, int]:
+    """The ``[start, end)`` token positions of ``subject`` in ``model.to_tokens(prompt)``.
+
+    Args:
+        model: a model with a fast tokenizer (any ``TransformerBridge``).
+        prompt: the text the model reads.
+        subject: a substring of ``prompt`` (surrounding whitespace is ignored).
+        occurrence: which occurrence when the subject appears more than once: 0 is the
+            first, -1 the last (Python indexing).
+
+    Raises:
+        SubjectNotFoundError: the subject is not in the prompt; the message shows the
+            prompt's tokens.
+    """
+    needle = subject.strip()
+    if not needle:
+        raise EmptyInputError("the subject is empty; pass the subject's text, e.g. 'Eiffel Tower'")
+    ids, offsets = _encode(model, prompt)
+    shift = prompt_offset(model, prompt)[1]
+    starts = []
+    i = prompt.find(needle)
+    while i != -1:
+        starts.append(i)
+        i = prompt.find(needle, i + 1)
+    if not starts:
+        hint = ""
+        if needle.lower() in prompt.lower():
+            hint = " It occurs with different capitalization; pass it exactly as in the prompt."
+        raise SubjectNotFoundError(
+            f"subject {needle!r} does not occur in the prompt {prompt!r}.{hint}\n"
+            f"Prompt tokens: {_str_tokens(model, ids)}"
+        )
+    try:
+        c0 = starts[occurrence]
+    except IndexError:
+        raise ValueError(
+            f"occurrence={occurrence} but subject {needle!r} occurs {len(starts)} time(s) "
+            f"in {prompt!r} (at characters {starts})"
+        ) from None
+    c1 = c0 + len(needle)
+    inside = [t for t, (s, e) in enumerate(offsets) if e > s and s < c1 and e > c0]
+    return inside[0] + shift, inside[-1] + 1 + shift
+
+
+def answer_tokens(model: TokenizingModel, answer: str) -> tuple[int, ...]:
+    """The token ids of ``answer`` as it follows a prompt: with one leading space.
+
+    An answer that already starts with whitespace keeps it; otherwise a space is prepended,
+    because in the prompts mechlin scores ("...in the city of") the answer is the next word.
+    """
+    if not answer.strip():
+        raise EmptyInputError("the answer is empty; pass the answer's text, e.g. 'Paris'")
+    text = answer if answer[0].isspace() else " " + answer
+    ids, _ = _encode(model, text)
+    return tuple(ids)
+
+
+def answer_token(
+    model: TokenizingModel,
+    answer: str,
+    *,
+    multi_token: Literal["error", "first"] = "error",
+) -> int:
+    """The single token id of ``answer`` (with its leading space).
+
+    Args:
+        multi_token: what to do when the answer is several tokens: ``"error"`` raises
+            ``MultiTokenAnswerError``; ``"first"`` returns the first token, and the caller
+            must report that it scored only the first token.
+    """
+    ids = answer_tokens(model, answer)
+    if len(ids) > 1 and multi_token == "error":
+        pieces = _str_tokens(model, list(ids))
+        raise MultiTokenAnswerError(
+            f"answer {answer!r} is {len(ids)} tokens {pieces}, but this scores a single token. "
+            f"Pass a one-token answer, or multi_token='first' to score its first token "
+            f"{pieces[0]!r}."
+        )
+    return ids[0]

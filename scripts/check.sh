@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The whole check, the same locally and in CI: setup, lint, type check, tests, demos.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export PATH="$PWD/.venv/bin:$PATH" PYTHONUNBUFFERED=1 MPLBACKEND=Agg TOKENIZERS_PARALLELISM=false
+# Nothing may reach a model hub: every model is bundled or built in-process.
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+
+echo "== ruff"
+ruff format --check .
+ruff check .
+echo "== mypy"
+mypy
+echo "== pytest (doctests and jaxtyping/beartype runtime checks included)"
+python -m pytest tests mechlin
+echo "== demos"
+out=$(mktemp -d)
+python demos/first_look.py --out "$out/first_look.html"
+echo "== all checks passed"
