@@ -1,5 +1,7 @@
 """mechlin: mechanistic interpretability of language models, on TransformerLens."""
 
+from mechlin.causal_effects import AverageCausalEffects, average_causal_effects
+from mechlin.causal_trace import CausalTrace, causal_trace, embedding_std
 from mechlin.errors import (
     EmptyInputError,
     MechlinError,
@@ -16,6 +18,8 @@ from mechlin.tokens import answer_token, answer_tokens, find_subject_span
 
 __all__ = [
     "BUNDLED_MODELS",
+    "AverageCausalEffects",
+    "CausalTrace",
     "EmptyInputError",
     "MechlinError",
     "MissingHookError",
@@ -25,6 +29,9 @@ __all__ = [
     "UnknownModelError",
     "answer_token",
     "answer_tokens",
+    "average_causal_effects",
+    "causal_trace",
+    "embedding_std",
     "find_subject_span",
     "hook_name",
     "hook_names",

@@ -92,7 +92,7 @@ def _as_fact(item: Fact | dict[str, Any] | Sequence[str]) -> Fact:
 
 @torch.no_grad()
 def next_token_logits(
-    model: Any, prompts: Sequence[str], *, progress: bool = False
+    model: Any, prompts: Sequence[str], *, batch_size: int = 32, progress: bool = False
 ) -> torch.Tensor:
     """Last-position logits ``[n_prompts, d_vocab]``, batching prompts of equal token length.
 
@@ -104,7 +104,10 @@ def next_token_logits(
     for i, row in enumerate(token_rows):
         groups[len(row)].append(i)
     out = torch.empty(len(prompts), model.cfg.d_vocab)
-    for idx in tqdm(list(groups.values()), desc="next-token logits", disable=not progress):
+    batches = [g[i : i + batch_size] for g in groups.values() for i in range(0, len(g), batch_size)]
+    # (equal-length groups, at most batch_size prompts each: the logits of all positions of a
+    # batch are materialized, 1.5 GB for 150 Gemma prompts of 10 tokens)
+    for idx in tqdm(batches, desc="next-token logits", disable=not progress):
         batch = torch.stack([token_rows[i] for i in idx]).to(model.cfg.device)
         out[idx] = model(batch)[:, -1].float().cpu()
     return out
