@@ -164,7 +164,8 @@ def average_causal_effects(
     """Trace every known fact with every kind and average the indirect effects (ROME Fig. 2).
 
     Args:
-        facts: ``known_1000`` records, ``Fact`` objects or (prompt, subject, attribute) tuples.
+        facts: ``known_1000`` records, ``Fact`` objects, (prompt, subject, attribute) tuples, or
+            (prompt, subject) pairs (the model's own answer is traced; no knowledge check).
         out: a directory; each fact's traces are written there as they are computed, and a
             rerun with the same settings resumes (other settings in a used directory raise).
         Other options as in ``causal_trace``.
@@ -196,8 +197,11 @@ def average_causal_effects(
             records.append(store.load(i))
             continue
         fact = items[i]
-        ids = answer_tokens(model, fact.attribute)
-        record: dict[str, Any] = {"known": top1[i] == ids[0], "multi": len(ids) > 1}
+        if fact.attribute:
+            ids = answer_tokens(model, fact.attribute)
+            record: dict[str, Any] = {"known": top1[i] == ids[0], "multi": len(ids) > 1}
+        else:  # no attribute given: trace the model's own answer
+            record = {"known": True, "multi": False}
         if record["known"]:
             for kind in kinds:
                 trace = causal_trace(

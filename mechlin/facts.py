@@ -23,7 +23,10 @@ from mechlin.tokens import answer_tokens
 
 @dataclass(frozen=True)
 class Fact:
-    """A factual prompt: ``prompt`` states (subject, relation); ``attribute`` is the object."""
+    """A factual prompt: ``prompt`` states (subject, relation); ``attribute`` is the object.
+
+    An empty ``attribute`` means "whatever the model answers" (no knowledge check).
+    """
 
     prompt: str
     subject: str
@@ -86,6 +89,9 @@ def _as_fact(item: Fact | dict[str, Any] | Sequence[str]) -> Fact:
             relation_id=item.get("relation_id", ""),
             known_id=item.get("known_id", -1),
         )
+    if len(item) == 2:  # (prompt, subject): the model's own answer is scored
+        prompt, subject = item
+        return Fact(prompt=prompt, subject=subject, attribute="")
     prompt, subject, attribute = item
     return Fact(prompt=prompt, subject=subject, attribute=attribute)
 

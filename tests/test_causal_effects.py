@@ -100,6 +100,11 @@ def test_interrupted_run_resumes_without_recomputing(
         average_causal_effects(tiny, facts, out=tmp_path / "run", **{**KW, "n_samples": 5})
 
 
+def test_pairs_trace_the_models_own_answer(tiny) -> None:
+    ace = average_causal_effects(tiny, PROMPTS[:2], **KW)
+    assert ace.n_known == 2 and ace.unknown == ()
+
+
 def test_counts_and_errors(tiny, tmp_path: Path) -> None:
     with pytest.raises(mechlin.EmptyInputError):
         average_causal_effects(tiny, [], **KW)
