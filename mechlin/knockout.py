@@ -1,4 +1,4 @@
-"""Attention knockout (Geva et al. 2023): which attention edges into the last position carry the fact.
+"""Attention knockout (Geva et al. 2023): which edges into the last position carry the fact.
 
 Block the attention from the last position to a set of source positions, in every head, over a
 window of layers around a centre layer l (window 9: layers [l-4, l+4], clipped to the model),
@@ -19,17 +19,20 @@ go through the model in one batch.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from mechlin import sites
 from mechlin.causal_trace import window_layers
-from mechlin.errors import MissingHookError
+from mechlin.errors import EmptyInputError, MissingHookError
+from mechlin.facts import Fact, _as_fact
 from mechlin.results import ResultIO, figure_to_html
 from mechlin.tokens import answer_tokens, find_subject_span
 
@@ -211,4 +214,116 @@ def attention_knockout(
         subject_span=span,
         answer=model.tokenizer.decode([answer_id]),
         answer_id=answer_id,
+    )
+
+
+@dataclass(frozen=True)
+class KnockoutCurves(ResultIO):
+    """Mean relative change (with standard error) per source set and centre layer over facts."""
+
+    mean: Float[Tensor, "block layer"]  # mean of 100 (p_new - p_base) / p_base
+    se: Float[Tensor, "block layer"]
+    blocks: tuple[str, ...]
+    window: int
+    n_facts: int
+    n_known: int
+    unknown: tuple[str, ...]  # prompts left out: the model's top-1 is not the attribute
+
+    def bite(self, block: str) -> tuple[int, float]:
+        """(centre layer, mean change) where blocking ``block`` lowers p(answer) the most."""
+        row = self.mean[self.blocks.index(block)]
+        layer = int(row.argmin())
+        return layer, float(row[layer])
+
+    def summary(self) -> str:
+        lines = [f"{self.n_known} of {self.n_facts} facts known ({len(self.unknown)} left out)"]
+        for block in self.blocks:
+            layer, value = self.bite(block)
+            lines.append(
+                f"blocking {block:11s}: largest drop {value:6.1f}% at centre layer {layer}"
+            )
+        return "\n".join(lines)
+
+    def plot(self, ax: Any = None) -> Any:
+        """Geva et al.'s figure: % change of p(answer) per centre layer, 95% bands."""
+        import matplotlib.pyplot as plt  # noqa: PLC0415
+
+        if ax is None:
+            fig, ax = plt.subplots(figsize=(6, 3.5))
+        else:
+            fig = ax.figure
+        layers = range(self.mean.shape[1])
+        for b, block in enumerate(self.blocks):
+            m, e = self.mean[b], 1.96 * self.se[b]
+            ax.plot(layers, m.numpy(), label=block)
+            ax.fill_between(layers, (m - e).numpy(), (m + e).numpy(), alpha=0.2)
+        ax.axhline(0, color="grey", lw=0.5)
+        ax.set_xlabel(f"centre layer (window {self.window})")
+        ax.set_ylabel("% change of p(answer)")
+        ax.set_title(
+            f"Attention knockout from the last position ({self.n_known} facts)", fontsize=9
+        )
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        return fig
+
+    def _repr_html_(self) -> str:
+        import matplotlib.pyplot as plt  # noqa: PLC0415
+
+        fig = self.plot()
+        img = figure_to_html(fig)
+        plt.close(fig)
+        return f"<pre>{self.summary()}</pre>{img}"
+
+
+def knockout_curves(
+    model: Any,
+    facts: Iterable[Fact | dict[str, Any] | Sequence[str]],
+    *,
+    blocks: Sequence[SourceSet] = ("subject", "non_subject", "last"),
+    window: int = 9,
+    progress: bool = True,
+) -> KnockoutCurves:
+    """``attention_knockout`` for every known fact and source set, averaged per centre layer.
+
+    Facts whose attribute's first token is not the model's top-1 are left out and listed;
+    (prompt, subject) pairs use the model's own answer.
+    """
+    items = [_as_fact(f) for f in facts]
+    if not items:
+        raise EmptyInputError("no facts given: pass a non-empty list of facts")
+    n_layers = int(model.cfg.n_layers)
+    changes: list[Tensor] = []  # (block, layer) per known fact
+    unknown = []
+    for fact in tqdm(items, desc="attention knockout", disable=not progress):
+        tokens = model.to_tokens(fact.prompt)
+        with torch.no_grad():
+            top = int(model(tokens)[0, -1].argmax())
+        if fact.attribute and answer_tokens(model, fact.attribute)[0] != top:
+            unknown.append(fact.prompt)
+            continue
+        n_pos = tokens.shape[1]
+        span = find_subject_span(model, fact.prompt, fact.subject)
+        if span[1] >= n_pos:
+            raise ValueError(f"the subject ends at the last position of {fact.prompt!r}")
+        rows: list[tuple[range, Sequence[int]]] = [(range(0), ())]
+        for block in blocks:
+            sources = source_positions(span, n_pos, block)[1]
+            rows += [(window_layers(c, window, n_layers), sources) for c in range(n_layers)]
+        logprobs = knockout_probs(model, tokens, rows, top)
+        p = logprobs.exp()
+        changes.append((100 * (p[1:] - p[0]) / p[0]).reshape(len(blocks), n_layers).cpu())
+    if not changes:
+        raise EmptyInputError(f"the model knows none of the {len(items)} facts: nothing to average")
+    stack = torch.stack(changes)  # (fact, block, layer)
+    n = stack.shape[0]
+    se = stack.std(0) / math.sqrt(n) if n > 1 else torch.zeros_like(stack[0])
+    return KnockoutCurves(
+        mean=stack.mean(0),
+        se=se,
+        blocks=tuple(blocks),
+        window=window,
+        n_facts=len(items),
+        n_known=n,
+        unknown=tuple(unknown),
     )

@@ -8,7 +8,14 @@ import pytest
 import torch
 
 import mechlin
-from mechlin.knockout import KnockoutCurve, attention_knockout, knockout_probs
+from mechlin.facts import Fact
+from mechlin.knockout import (
+    KnockoutCurve,
+    KnockoutCurves,
+    attention_knockout,
+    knockout_curves,
+    knockout_probs,
+)
 
 from .reference.knockout_ref import reference_knockout
 
@@ -88,3 +95,26 @@ def test_curve_saves_and_plots(tiny, tmp_path: Path) -> None:
     assert torch.equal(again.relative_change, curve.relative_change)
     assert again.sources == curve.sources and again.block == "non_subject"
     assert curve.plot().axes and "<img" in curve._repr_html_()
+
+
+def test_dataset_curves_average_single_prompt_curves(tiny, tmp_path: Path) -> None:
+    pairs = [(PROMPT, SUBJECT), ("The Space Needle is located in the city of", "Space Needle")]
+    with torch.no_grad():
+        top = int(tiny("Big Ben is in")[0, -1].argsort()[-2])  # not the model's answer
+    unknown = Fact("Big Ben is in", "Big Ben", tiny.tokenizer.decode([top]))
+    curves = knockout_curves(tiny, [*pairs, unknown], window=3, progress=False)
+    assert curves.n_known == 2 and curves.unknown == ("Big Ben is in",)
+    for b, block in enumerate(curves.blocks):
+        singles = torch.stack(
+            [
+                attention_knockout(tiny, p, s, block=block, window=3).relative_change
+                for p, s in pairs
+            ]
+        )
+        assert torch.allclose(curves.mean[b], singles.mean(0), atol=1e-4)
+        assert torch.allclose(curves.se[b], singles.std(0) / 2**0.5, atol=1e-4)
+    again = KnockoutCurves.load(curves.save(tmp_path / "c.pt"))
+    assert torch.equal(again.mean, curves.mean)
+    assert "largest drop" in curves.summary() and "<img" in curves._repr_html_()
+    with pytest.raises(mechlin.EmptyInputError):
+        knockout_curves(tiny, [unknown], progress=False)
