@@ -11,6 +11,8 @@ hook points it does have) when it does not. The vocabulary is TransformerLens's:
 | resid_mid      | blocks.{l}.hook_resid_mid            | batch pos d_model            |
 | resid_post     | blocks.{l}.hook_resid_post           | batch pos d_model            |
 | attn_out       | blocks.{l}.hook_attn_out             | batch pos d_model            |
+| attn_proj_out  | blocks.{l}.attn.hook_out (before any | batch pos d_model            |
+|                | post-attention norm, e.g. Gemma's)   |                              |
 | mlp_out        | blocks.{l}.hook_mlp_out              | batch pos d_model            |
 | mlp_pre        | blocks.{l}.mlp.hook_pre              | batch pos d_mlp              |
 | mlp_post       | blocks.{l}.mlp.hook_post (neurons)   | batch pos d_mlp              |
@@ -39,6 +41,7 @@ LayerSite = Literal[
     "resid_mid",
     "resid_post",
     "attn_out",
+    "attn_proj_out",
     "mlp_out",
     "mlp_pre",
     "mlp_post",
@@ -57,6 +60,7 @@ _LAYER_PATTERNS: dict[str, str] = {
     "resid_mid": "blocks.{layer}.hook_resid_mid",
     "resid_post": "blocks.{layer}.hook_resid_post",
     "attn_out": "blocks.{layer}.hook_attn_out",
+    "attn_proj_out": "blocks.{layer}.attn.hook_out",
     "mlp_out": "blocks.{layer}.hook_mlp_out",
     "mlp_pre": "blocks.{layer}.mlp.hook_pre",
     "mlp_post": "blocks.{layer}.mlp.hook_post",

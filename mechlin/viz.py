@@ -70,3 +70,24 @@ section{{margin-bottom:2.5em}}</style></head>
     tmp.write_text(page, encoding="utf-8")
     tmp.replace(path)
     return path
+
+
+@torch.no_grad()
+def head_patterns_html(model: Any, prompt: str, heads: Sequence[tuple[int, int]]) -> str:
+    """circuitsvis view of the attention patterns of (layer, head) pairs from any layers."""
+    import circuitsvis as cv  # noqa: PLC0415
+
+    if not heads:
+        raise ValueError("no heads given: pass (layer, head) pairs")
+    names = sorted({hook_name(model, "attn_pattern", layer) for layer, _ in heads})
+    tokens = model.to_tokens(prompt)
+    _, cache = model.run_with_cache(tokens, names_filter=names)
+    patterns = torch.stack(
+        [cache[hook_name(model, "attn_pattern", layer)][0, head] for layer, head in heads]
+    )
+    rendered = cv.attention.attention_heads(
+        attention=patterns.float().cpu(),
+        tokens=model.to_str_tokens(tokens[0]),
+        attention_head_names=[f"L{layer}H{head}" for layer, head in heads],
+    )
+    return circuitsvis_html(rendered)
