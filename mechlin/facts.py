@@ -135,6 +135,9 @@ def known_facts(
     unknown: list[Fact] = []
     multi = 0
     for fact, pred in zip(items, top1, strict=True):
+        if not fact.attribute:  # no attribute: the model's own answer is what is studied
+            known.append(fact)
+            continue
         ids = answer_tokens(model, fact.attribute)
         multi += len(ids) > 1
         (known if pred == ids[0] else unknown).append(fact)

@@ -19,8 +19,18 @@ _KIND = "__mechlin_result__"
 R = TypeVar("R", bound="ResultIO")
 
 
+_REGISTRY: dict[str, type[ResultIO]] = {}
+
+
 class ResultIO:
-    """Mixin for frozen dataclasses: ``save(path)``, ``load(path)`` and a default HTML view."""
+    """Mixin for frozen dataclasses: ``save(path)``, ``load(path)`` and a default HTML view.
+
+    Fields may themselves be results (a dissection holds its pieces); they are saved inline.
+    """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _REGISTRY[cls.__name__] = cls
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write this result to ``path`` (a ``.pt`` file) and return the path."""
@@ -50,6 +60,9 @@ class ResultIO:
 
 
 def _plain(value: Any) -> Any:
+    if isinstance(value, ResultIO) and dataclasses.is_dataclass(value):
+        fields = {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {"__result__": type(value).__name__, "fields": fields}
     if isinstance(value, torch.Tensor):
         return value.detach().cpu()
     if isinstance(value, tuple):
@@ -60,6 +73,9 @@ def _plain(value: Any) -> Any:
 
 
 def _restore(value: Any) -> Any:
+    if isinstance(value, dict) and set(value) == {"__result__", "fields"}:
+        cls = _REGISTRY[value["__result__"]]
+        return cls(**{k: _restore(v) for k, v in value["fields"].items()})
     if isinstance(value, dict):
         if set(value) == {"__tuple__"}:
             return tuple(_restore(v) for v in value["__tuple__"])
