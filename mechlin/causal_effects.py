@@ -19,6 +19,7 @@ small (1.6%) and dominant at the last token in late layers.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Iterable, Sequence
@@ -180,12 +181,11 @@ def average_causal_effects(
         n_samples=n_samples,
         seed=seed,
         metric=metric,
-        prompts=[f.prompt for f in items],
     )
     store = _Store(Path(out), settings) if out is not None else None
 
     # Which facts does the model know? One batched pass (prompts of equal length together).
-    todo = [i for i in range(len(items)) if store is None or not store.has(i)]
+    todo = [i for i in range(len(items)) if store is None or not store.has(items[i])]
     top1: dict[int, int] = {}
     if todo:
         logits = next_token_logits(model, [items[i].prompt for i in todo])
@@ -193,8 +193,8 @@ def average_causal_effects(
 
     records: list[dict[str, Any]] = []
     for i in tqdm(range(len(items)), desc="causal tracing", disable=not progress):
-        if store is not None and store.has(i):
-            records.append(store.load(i))
+        if store is not None and store.has(items[i]):
+            records.append(store.load(items[i]))
             continue
         fact = items[i]
         if fact.attribute:
@@ -221,7 +221,7 @@ def average_causal_effects(
                     p_clean=trace.p_clean, p_corrupt=trace.p_corrupt, span=list(trace.subject_span)
                 )
         if store is not None:
-            store.save(i, record)
+            store.save(items[i], record)
         records.append(record)
     return _aggregate(model, items, records, tuple(kinds), metric, window)
 
@@ -277,7 +277,11 @@ def _aggregate(
 
 
 class _Store:
-    """One file per fact in a directory, written atomically; settings pinned in settings.json."""
+    """One file per fact in a directory, written atomically; settings pinned in settings.json.
+
+    Files are named by a hash of the fact, so a rerun over more, fewer or reordered facts reuses
+    every trace already computed with the same settings.
+    """
 
     def __init__(self, root: Path, settings: dict[str, Any]) -> None:
         self.root = root
@@ -294,16 +298,17 @@ class _Store:
         else:
             path.write_text(json.dumps(settings))
 
-    def _path(self, i: int) -> Path:
-        return self.root / f"fact-{i:05d}.pt"
+    def _path(self, fact: Fact) -> Path:
+        key = json.dumps([fact.prompt, fact.subject, fact.attribute])
+        return self.root / f"fact-{hashlib.sha1(key.encode()).hexdigest()[:16]}.pt"
 
-    def has(self, i: int) -> bool:
-        return self._path(i).exists()
+    def has(self, fact: Fact) -> bool:
+        return self._path(fact).exists()
 
-    def load(self, i: int) -> dict[str, Any]:
-        return torch.load(self._path(i), weights_only=True)
+    def load(self, fact: Fact) -> dict[str, Any]:
+        return torch.load(self._path(fact), weights_only=True)
 
-    def save(self, i: int, record: dict[str, Any]) -> None:
-        tmp = self._path(i).with_suffix(".tmp")
+    def save(self, fact: Fact, record: dict[str, Any]) -> None:
+        tmp = self._path(fact).with_suffix(".tmp")
         torch.save(record, tmp)
-        tmp.replace(self._path(i))
+        tmp.replace(self._path(fact))
