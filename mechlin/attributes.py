@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from mechlin import sites
 from mechlin.errors import EmptyInputError
 from mechlin.facts import Fact, _as_fact
-from mechlin.results import ResultIO, figure_to_html
+from mechlin.results import ResultIO, plot_html
 from mechlin.tokens import find_subject_span
 
 POSITIONS = ("first subject token", "last subject token", "first subsequent token", "last token")
@@ -95,11 +95,7 @@ class AttributesRate(ResultIO):
         return fig
 
     def _repr_html_(self) -> str:
-        import matplotlib.pyplot as plt  # noqa: PLC0415
-
-        fig = self.plot()
-        img = figure_to_html(fig)
-        plt.close(fig)
+        img = plot_html(self)
         return img
 
 

@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from mechlin.causal_trace import Kind, Metric, causal_trace
 from mechlin.errors import EmptyInputError
 from mechlin.facts import Fact, _as_fact, next_token_logits
-from mechlin.results import ResultIO, figure_to_html
+from mechlin.results import ResultIO, plot_html
 from mechlin.tokens import answer_tokens
 
 BUCKETS = (
@@ -136,11 +136,7 @@ class AverageCausalEffects(ResultIO):
         return fig
 
     def _repr_html_(self) -> str:
-        import matplotlib.pyplot as plt  # noqa: PLC0415
-
-        fig = self.plot()
-        img = figure_to_html(fig)
-        plt.close(fig)
+        img = plot_html(self)
         return f"<pre>{self.summary()}</pre>{img}"
 
 

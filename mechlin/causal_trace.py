@@ -41,7 +41,7 @@ from torch import Tensor
 
 from mechlin import sites
 from mechlin.errors import EmptyInputError
-from mechlin.results import ResultIO, figure_to_html
+from mechlin.results import ResultIO, plot_html
 from mechlin.tokens import answer_tokens, find_subject_span
 
 Kind = Literal["resid", "mlp", "attn"]
@@ -135,11 +135,7 @@ class CausalTrace(ResultIO):
         return fig
 
     def _repr_html_(self) -> str:
-        import matplotlib.pyplot as plt  # noqa: PLC0415
-
-        fig = self.plot()
-        img = figure_to_html(fig)
-        plt.close(fig)
+        img = plot_html(self)
         note = " (first token of a multi-token answer)" if self.answer_is_multi_token else ""
         return (
             f"<div><b>CausalTrace</b> kind={self.kind}, metric={self.metric}: "

@@ -32,7 +32,7 @@ from mechlin.errors import EmptyInputError
 from mechlin.extraction import ExtractionRates, extraction_rates
 from mechlin.facts import Fact, _as_fact, known_facts
 from mechlin.knockout import KnockoutCurves, knockout_curves
-from mechlin.results import ResultIO, figure_to_html
+from mechlin.results import ResultIO, plot_html
 from mechlin.viz import head_patterns_html, write_report
 
 
@@ -93,14 +93,7 @@ class RecallDissection(ResultIO):
 
     def report(self, path: str | os.PathLike[str]) -> Path:
         """Write the HTML report (it opens offline) and return its path."""
-        import matplotlib.pyplot as plt  # noqa: PLC0415
-
-        def fig(result: Any) -> str:
-            f = result.plot()
-            out = figure_to_html(f)
-            plt.close(f)
-            return out
-
+        fig = plot_html
         sections = [
             ("Summary", f"<pre>{html.escape(self.summary())}</pre>"),
             (

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from mechlin import sites
 from mechlin.errors import EmptyInputError
 from mechlin.facts import Fact, _as_fact
-from mechlin.results import ResultIO, figure_to_html
+from mechlin.results import ResultIO, plot_html
 from mechlin.tokens import answer_tokens
 
 
@@ -100,11 +100,7 @@ class ExtractionRates(ResultIO):
         return fig
 
     def _repr_html_(self) -> str:
-        import matplotlib.pyplot as plt  # noqa: PLC0415
-
-        fig = self.plot()
-        img = figure_to_html(fig)
-        plt.close(fig)
+        img = plot_html(self)
         return f"<pre>{self.summary()}</pre>{img}"
 
 

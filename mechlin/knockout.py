@@ -33,7 +33,7 @@ from mechlin import sites
 from mechlin.causal_trace import window_layers
 from mechlin.errors import EmptyInputError, MissingHookError
 from mechlin.facts import Fact, _as_fact
-from mechlin.results import ResultIO, figure_to_html
+from mechlin.results import ResultIO, plot_html
 from mechlin.tokens import answer_tokens, find_subject_span
 
 SourceSet = Literal["subject", "non_subject", "last"]
@@ -76,11 +76,7 @@ class KnockoutCurve(ResultIO):
         return fig
 
     def _repr_html_(self) -> str:
-        import matplotlib.pyplot as plt  # noqa: PLC0415
-
-        fig = self.plot()
-        img = figure_to_html(fig)
-        plt.close(fig)
+        img = plot_html(self)
         worst = int(self.relative_change.argmin())
         return (
             f"<div><b>KnockoutCurve</b> block={self.block}: p_base {self.p_base:.4f}; largest drop "
@@ -268,11 +264,7 @@ class KnockoutCurves(ResultIO):
         return fig
 
     def _repr_html_(self) -> str:
-        import matplotlib.pyplot as plt  # noqa: PLC0415
-
-        fig = self.plot()
-        img = figure_to_html(fig)
-        plt.close(fig)
+        img = plot_html(self)
         return f"<pre>{self.summary()}</pre>{img}"
 
 

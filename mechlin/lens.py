@@ -17,7 +17,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from mechlin.results import ResultIO, figure_to_html
+from mechlin.results import ResultIO, plot_html
 from mechlin.tokens import answer_token, answer_tokens
 
 
@@ -61,11 +61,7 @@ class AnswerLens(ResultIO):
         return fig
 
     def _repr_html_(self) -> str:
-        import matplotlib.pyplot as plt  # noqa: PLC0415
-
-        fig = self.plot()
-        out = figure_to_html(fig)
-        plt.close(fig)
+        out = plot_html(self)
         return out
 
 

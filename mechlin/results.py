@@ -83,6 +83,17 @@ def _restore(value: Any) -> Any:
     return value
 
 
+def plot_html(result: Any) -> str:
+    """``result.plot()`` as an inline PNG, the figure closed afterwards."""
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    fig = result.plot()
+    try:
+        return figure_to_html(fig)
+    finally:
+        plt.close(fig)
+
+
 def figure_to_html(fig: Any) -> str:
     """Embed a matplotlib figure in HTML as an inline PNG (no external files)."""
     import base64  # noqa: PLC0415
