@@ -94,6 +94,7 @@ class ExtractionRates(ResultIO):
         img = bx.imshow(self.head_events.float().mean(0).T.numpy(), aspect="auto", cmap="Blues")
         bx.set_xlabel("layer")
         bx.set_ylabel("head")
+        bx.set_yticks(range(self.head_events.shape[2]))
         bx.set_title("per-head extraction rate")
         fig.colorbar(img, ax=bx)
         fig.tight_layout()
