@@ -19,5 +19,5 @@ out=$(mktemp -d)
 python demos/dissect_factual_recall.py --model smollm2-135m --n-facts 12 --out "$out/dissect.html"
 python demos/first_look.py --out "$out/first_look.html"
 # Causal tracing at CI size (the demo's default traces 4 facts per model with 10 samples).
-python demos/causal_tracing.py --models smollm2-135m --n-facts 2 --n-samples 3 --out "$out/ct"
+python demos/causal_tracing.py --models smollm2-135m --n-facts 1 --n-samples 2 --out "$out/ct"
 echo "== all checks passed"
