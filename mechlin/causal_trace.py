@@ -294,7 +294,8 @@ def causal_trace(
     # Clean run: the answer, and the clean states that restorations copy.
     site = _SITE[kind]
     names = [sites.hook_name(model, site, layer) for layer in range(n_layers)]
-    clean_logits, clean_cache = model.run_with_cache(clean, names_filter=names)
+    final_name = sites.hook_name(model, "final_resid")
+    clean_logits, clean_cache = model.run_with_cache(clean, names_filter=[*names, final_name])
     clean_states = torch.stack([clean_cache[n][0] for n in names])  # (layer, pos, d_model)
     if answer is None:
         answer_id = int(clean_logits[0, -1].argmax())
@@ -335,9 +336,7 @@ def causal_trace(
         )
         setup = _Setup(clean, corrupt, noise_tensor, span, answer_id, contrast_id)
     p_corrupt = float(_metric(model, baseline, setup, metric).mean())
-    final_name = sites.hook_name(model, "final_resid")
-    _, fc = model.run_with_cache(clean, names_filter=[final_name])
-    p_clean = float(_metric(model, fc[final_name][:, -1], setup, metric).mean())
+    p_clean = float(_metric(model, clean_cache[final_name][:, -1], setup, metric).mean())
 
     cells = _cells(model, kind, window, layers)
     scores = engine.scores(setup, site, cells, positions, clean_states, metric, memory_budget)
