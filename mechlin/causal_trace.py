@@ -204,17 +204,6 @@ class _Setup:
     contrast_id: int | None
 
 
-def _embed_noise_hook(setup: _Setup, row_sample: Tensor) -> Any:
-    s0, s1 = setup.span
-
-    def hook(embed: Tensor, hook: Any) -> Tensor:
-        embed = embed.clone()
-        embed[:, s0:s1] += setup.noise[row_sample].to(embed.dtype)  # type: ignore[index]
-        return embed
-
-    return hook
-
-
 def _metric(
     model: Any, final_resid: Float[Tensor, "rows d_model"], setup: _Setup, metric: Metric
 ) -> Float[Tensor, " rows"]:

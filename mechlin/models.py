@@ -101,10 +101,6 @@ BUNDLED_MODELS: dict[str, BundledModel] = {
 }
 
 
-def _bundled(name: str) -> BundledModel:
-    return BUNDLED_MODELS[name]
-
-
 def _check_installed(spec: BundledModel) -> str:
     """Return the weights package's version, or raise with the exact install command."""
     try:
@@ -162,7 +158,7 @@ def load_hf_model(
 
     if name not in BUNDLED_MODELS:
         raise UnknownModelError(_unknown_name_message(name, reason="not a bundled model"))
-    spec = _bundled(name)
+    spec = BUNDLED_MODELS[name]
     directory = _float_weights_dir(spec)
     model = AutoModelForCausalLM.from_pretrained(
         str(directory), dtype=dtype, attn_implementation="eager"
@@ -249,7 +245,7 @@ def load_model(
 
     device = device if device is not None else _default_device()
     if name in BUNDLED_MODELS:
-        spec = _bundled(name)
+        spec = BUNDLED_MODELS[name]
         hf_model, tokenizer = load_hf_model(name, dtype=dtype)
         bridge = TransformerBridge.boot_transformers(
             spec.hub_name,

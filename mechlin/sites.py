@@ -30,7 +30,6 @@ from __future__ import annotations
 import difflib
 from typing import Any, Literal, get_args
 
-import torch
 from jaxtyping import Float
 from torch import Tensor
 
@@ -134,9 +133,3 @@ def unembed(
 
     readout = logit_readout(model, resid, apply_ln=apply_norm, return_type="logits")
     return readout.values
-
-
-@torch.no_grad()
-def W_U(model: Any) -> Float[Tensor, "d_model d_vocab"]:
-    """The unembedding matrix."""
-    return model.W_U

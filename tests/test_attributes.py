@@ -57,7 +57,8 @@ def test_rate_equals_explicit_loop(tiny) -> None:
                 expected[f, p, layer] = _explicit_rate(tiny, cache[name][0, pos], attr, 100, 20)
     assert torch.allclose(result.rate, expected.mean(0), atol=1e-6)
     assert result.rate[1, 1] > 0  # the planted words are found at the last subject token
-    assert isinstance(result.plot().axes[0], object)
+    fig = result.plot()
+    assert len(fig.axes[0].lines) == len(result.positions)  # one curve per position
 
 
 def test_attribute_tokens_drop_stopwords_and_short_tokens(tiny) -> None:
