@@ -1,0 +1,520 @@
+"""Collect neuron activations over a text dataset: the input of every probe.
+
+Sparse probing (Gurnee et al. 2023) fits classifiers on ``[example, neuron]`` matrices, one
+layer at a time. ``collect_activations`` runs the model over the texts in batches and keeps,
+for every requested hook (by default every layer's MLP neurons, ``blocks.{l}.mlp.hook_post``),
+one pooled row per text:
+
+- ``"mean"``: mean over the text's tokens (context features such as language),
+- ``"max"``: max over the tokens (entity features),
+- ``"last"``: the last token (token-level features, written as prefixes ending at the token),
+- ``"none"``: one row per token, with the example index and position of each row.
+
+Pitfalls handled here:
+
+- Padding. Texts of different lengths share a batch, padded on the right. In a causal model a
+  real token never attends to a later position, so right padding leaves every real token's
+  activation exactly as in an unpadded run (tested); the padding is then masked out of the
+  pooling.
+- BOS. When the tokenizer prepends a BOS token, its activations (often huge, always the same) are
+  left out of every pooling: they carry no information about the text.
+- Memory. With ``out=`` the rows go to disk in chunks of ``chunk_size`` texts, so memory holds
+  one chunk; a rerun with the same ``out=`` resumes after the last finished chunk, and the
+  finished store is one file per hook read back memory-mapped. ``dtype=torch.float16`` halves
+  the storage.
+- Wasted work. The forward pass stops after the last requested layer (no unembedding).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from mechlin.errors import EmptyInputError, MechlinError, MissingHookError
+from mechlin.sites import hook_names
+
+Pooling = Literal["mean", "max", "last", "none"]
+_FORMAT = 1
+_LAYER_RE = re.compile(r"^blocks\.(\d+)\.")
+
+
+class StoreMismatchError(MechlinError, ValueError):
+    """An ``out=`` directory holds activations of different texts, hooks or options."""
+
+
+@dataclass(frozen=True)
+class NeuronActivations:
+    """Pooled activations of each hook, one ``[row, neuron]`` matrix per hook.
+
+    Rows are texts (pooling ``"mean"``, ``"max"``, ``"last"``) or tokens (``"none"``: then
+    ``example_idx`` and ``position`` say where each row comes from). ``token_ids`` is the token
+    read by each row (the last token for pooled rows), for showing what a neuron fires on.
+    """
+
+    hooks: tuple[str, ...]
+    pooling: Pooling
+    n_examples: int
+    example_idx: Int[Tensor, " row"]
+    position: Int[Tensor, " row"]  # position in the model's input (BOS included), -1 if pooled
+    token_ids: Int[Tensor, " row"]
+    n_tokens: Int[Tensor, " example"]  # tokens of each text that entered the pooling
+    model_name: str
+    _data: dict[str, Tensor] = field(default_factory=dict, repr=False)
+    _dir: str | None = None
+
+    def __post_init__(self) -> None:
+        n_rows = self.example_idx.shape[0]
+        if not (self.position.shape[0] == self.token_ids.shape[0] == n_rows):
+            raise ValueError("example_idx, position and token_ids must have one entry per row")
+        if self.n_tokens.shape[0] != self.n_examples:
+            raise ValueError("n_tokens must have one entry per example")
+        if self._dir is None and set(self._data) != set(self.hooks):
+            raise ValueError("in-memory activations need one matrix per hook")
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.example_idx.shape[0])
+
+    @property
+    def layers(self) -> tuple[int, ...]:
+        """Layer index of each hook (``-1`` for hooks outside the blocks)."""
+        return tuple(_layer_of(h) for h in self.hooks)
+
+    def __getitem__(self, key: int | str) -> Float[Tensor, "row neuron"]:
+        """The matrix of one hook, by hook name or by layer index (``acts[3]``)."""
+        name = self._resolve(key)
+        if self._dir is not None:
+            return torch.load(Path(self._dir) / _hook_file(name), mmap=True, weights_only=True)
+        return self._data[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.hooks)
+
+    def __len__(self) -> int:
+        return len(self.hooks)
+
+    def _resolve(self, key: int | str) -> str:
+        if isinstance(key, str):
+            if key not in self.hooks:
+                raise KeyError(f"no activations for hook {key!r}; collected: {list(self.hooks)}")
+            return key
+        matches = [h for h in self.hooks if _layer_of(h) == key]
+        if len(matches) != 1:
+            raise KeyError(
+                f"layer {key} matches {len(matches)} collected hooks ({matches}); "
+                f"index by hook name instead. Collected: {list(self.hooks)}"
+            )
+        return matches[0]
+
+    def rows_of(self, example: int) -> Int[Tensor, " k"]:
+        """Row indices of one example (its tokens under pooling ``"none"``)."""
+        return torch.nonzero(self.example_idx == example).flatten()
+
+    def save(self, directory: str | Path) -> Path:
+        """Write these activations as a store that ``NeuronActivations.load`` reads back."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        for h in self.hooks:
+            tmp = directory / (_hook_file(h) + ".tmp")
+            torch.save(self[h].clone(), tmp)
+            tmp.replace(directory / _hook_file(h))
+        _write_index(directory, self._meta(), self._index(), fingerprint=None)
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> NeuronActivations:
+        """Open a finished store (from ``save`` or ``collect_activations(out=...)``)."""
+        directory = Path(directory)
+        meta_path = directory / "store.json"
+        if not meta_path.exists():
+            raise FileNotFoundError(f"{directory} is not an activation store (no store.json)")
+        stored = json.loads(meta_path.read_text())
+        if not stored.get("complete"):
+            raise StoreMismatchError(
+                f"{directory} holds an unfinished collection: rerun collect_activations with "
+                "the same texts and out= to finish it"
+            )
+        index = torch.load(directory / "rows.pt", weights_only=True)
+        meta = stored["meta"]
+        meta["hooks"] = tuple(meta["hooks"])
+        return cls(**meta, **index, _dir=str(directory))
+
+    def _meta(self) -> dict[str, Any]:
+        return dict(
+            hooks=list(self.hooks),
+            pooling=self.pooling,
+            n_examples=self.n_examples,
+            model_name=self.model_name,
+        )
+
+    def _index(self) -> dict[str, Tensor]:
+        return dict(
+            example_idx=self.example_idx,
+            position=self.position,
+            token_ids=self.token_ids,
+            n_tokens=self.n_tokens,
+        )
+
+    def __repr__(self) -> str:
+        where = f"on disk at {self._dir}" if self._dir else "in memory"
+        return (
+            f"NeuronActivations({self.n_examples} texts, {self.n_rows} rows, "
+            f"pooling={self.pooling!r}, {len(self.hooks)} hooks, {where})"
+        )
+
+
+def _layer_of(hook: str) -> int:
+    m = _LAYER_RE.match(hook)
+    return int(m.group(1)) if m else -1
+
+
+def _hook_file(hook: str) -> str:
+    return f"hook.{hook}.pt"
+
+
+def _write_index(
+    directory: Path, meta: dict[str, Any], index: dict[str, Tensor], fingerprint: str | None
+) -> None:
+    torch.save(index, directory / "rows.pt")
+    record = dict(fingerprint=fingerprint, complete=True, meta=meta)
+    (directory / "store.json").write_text(json.dumps(record))
+
+
+def _texts_of(dataset: Any) -> list[str]:
+    texts = list(getattr(dataset, "texts", dataset))
+    if not texts:
+        raise EmptyInputError("the dataset has no texts: pass at least one text")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"text {i} is a {type(text).__name__}, not a str")
+        if not text.strip():
+            raise EmptyInputError(
+                f"text {i} is empty or whitespace: it has no tokens to read activations from; "
+                "remove it from the dataset"
+            )
+    return texts
+
+
+def _check_hooks(model: Any, hooks: Sequence[str] | None) -> tuple[str, ...]:
+    if hooks is None:
+        return tuple(hook_names(model, "mlp_post"))
+    if isinstance(hooks, str):
+        hooks = [hooks]
+    if not hooks:
+        raise EmptyInputError("hooks is empty: name at least one hook point")
+    import difflib  # noqa: PLC0415
+
+    for name in hooks:
+        if name not in model.hook_dict:
+            close = difflib.get_close_matches(name, list(model.hook_dict), n=5)
+            raise MissingHookError(f"the model has no hook point {name!r}; closest: {close}")
+    if len(set(hooks)) != len(hooks):
+        raise ValueError(f"hooks has duplicates: {list(hooks)}")
+    return tuple(hooks)
+
+
+def _tokenize(
+    model: Any, texts: list[str], max_tokens: int | None
+) -> tuple[list[Tensor], int, int]:
+    """Token ids of each text (with the model's BOS if it uses one), truncated to max_tokens."""
+    rows = []
+    n_truncated = 0
+    for text in texts:
+        ids = model.to_tokens(text)[0].cpu()
+        if max_tokens is not None and ids.shape[0] > max_tokens:
+            ids = ids[:max_tokens]
+            n_truncated += 1
+        rows.append(ids)
+    n_bos = 1 if bool(model.cfg.default_prepend_bos) else 0
+    for i, ids in enumerate(rows):
+        if ids.shape[0] <= n_bos:
+            raise EmptyInputError(f"text {i} ({texts[i]!r}) has no tokens besides BOS")
+    return rows, n_bos, n_truncated
+
+
+def _fingerprint(model: Any, texts: list[str], options: dict[str, Any]) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps(options, sort_keys=True).encode())
+    h.update(str(getattr(model.cfg, "model_name", "")).encode())
+    for text in texts:
+        h.update(hashlib.sha256(text.encode()).digest())
+    return h.hexdigest()
+
+
+def _pool(
+    act: Float[Tensor, "batch pos d"], lengths: Tensor, n_bos: int, pooling: Pooling
+) -> Float[Tensor, "rows d"]:
+    """Pool the real tokens (BOS and right padding excluded) of each batch row."""
+    pos = torch.arange(act.shape[1], device=act.device)
+    real = (pos[None, :] >= n_bos) & (pos[None, :] < lengths[:, None])  # (batch, pos)
+    if pooling == "last":
+        return act[torch.arange(act.shape[0], device=act.device), lengths - 1].float()
+    if pooling == "none":
+        return act[real].float()  # (real tokens in row-major order, d)
+    if pooling == "mean":
+        w = real.to(act.dtype)[..., None]
+        return ((act * w).sum(1).float() / (lengths - n_bos)[:, None].float()).float()
+    masked = act.masked_fill(~real[..., None], float("-inf"))
+    return masked.max(dim=1).values.float()
+
+
+@torch.no_grad()
+def _run_chunk(
+    model: Any,
+    rows: list[Tensor],
+    hooks: tuple[str, ...],
+    n_bos: int,
+    pooling: Pooling,
+    batch_size: int,
+    dtype: torch.dtype,
+    bar: Any,
+) -> dict[str, Tensor]:
+    """Pooled rows of every hook for one chunk of texts, in the chunk's order."""
+    order = sorted(range(len(rows)), key=lambda i: rows[i].shape[0])  # short with short
+    layers = [_layer_of(h) for h in hooks]
+    stop = None if min(layers) < 0 else max(layers) + 1
+    if stop is not None and stop >= model.cfg.n_layers:
+        stop = None
+    parts: dict[str, list[Tensor]] = {h: [] for h in hooks}
+    batch_ids: list[list[int]] = []
+    pad_id = 0
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        lengths = torch.tensor([rows[i].shape[0] for i in idx])
+        tokens = torch.full((len(idx), int(lengths.max())), pad_id, dtype=torch.long)
+        for b, i in enumerate(idx):
+            tokens[b, : lengths[b]] = rows[i]
+        lengths_dev = lengths.to(model.cfg.device)
+        fired: dict[str, Tensor] = {}
+
+        def make_hook(name: str, fired: dict[str, Tensor], lengths: Tensor) -> Any:
+            def hook(act: Tensor, hook: Any) -> None:
+                fired[name] = _pool(act, lengths, n_bos, pooling).to("cpu", dtype)
+
+            return hook
+
+        model.run_with_hooks(
+            tokens.to(model.cfg.device),
+            fwd_hooks=[(h, make_hook(h, fired, lengths_dev)) for h in hooks],
+            stop_at_layer=stop,
+            return_type=None,
+        )
+        missing = [h for h in hooks if h not in fired]
+        if missing:
+            raise MissingHookError(f"these hooks never fired during the forward pass: {missing}")
+        for h in hooks:
+            parts[h].append(fired[h])
+        batch_ids.append(idx)
+        bar.update(int(lengths.sum()))
+    # undo the length sort: rows back in chunk order
+    flat = [i for idx in batch_ids for i in idx]
+    if pooling == "none":
+        sizes = [rows[i].shape[0] - n_bos for i in flat]
+        out = {}
+        for h in hooks:
+            pieces = torch.cat(parts[h]).split(sizes)
+            ordered = [None] * len(rows)
+            for i, piece in zip(flat, pieces, strict=True):
+                ordered[i] = piece
+            out[h] = torch.cat(ordered)  # type: ignore[arg-type]
+        return out
+    inverse = torch.empty(len(flat), dtype=torch.long)
+    inverse[torch.tensor(flat)] = torch.arange(len(flat))
+    return {h: torch.cat(parts[h])[inverse] for h in hooks}
+
+
+def _row_index(
+    rows: list[Tensor], n_bos: int, pooling: Pooling
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    n_tokens = torch.tensor([r.shape[0] - n_bos for r in rows])
+    if pooling == "none":
+        example_idx = torch.repeat_interleave(torch.arange(len(rows)), n_tokens)
+        position = torch.cat([torch.arange(n_bos, r.shape[0]) for r in rows])
+        token_ids = torch.cat([r[n_bos:] for r in rows])
+    else:
+        example_idx = torch.arange(len(rows))
+        position = torch.full((len(rows),), -1)
+        token_ids = torch.stack([r[-1] for r in rows])
+    return example_idx, position, token_ids, n_tokens
+
+
+def collect_activations(
+    model: Any,
+    dataset: Any,
+    *,
+    hooks: Sequence[str] | None = None,
+    pooling: Pooling = "mean",
+    batch_size: int = 32,
+    dtype: torch.dtype = torch.float32,
+    max_tokens: int | None = 512,
+    out: str | Path | None = None,
+    chunk_size: int = 1024,
+    progress: bool = True,
+    desc: str = "collecting activations",
+) -> NeuronActivations:
+    """Run ``model`` over ``dataset`` (texts, or an object with ``.texts``) and pool each hook.
+
+    Returns a ``NeuronActivations``; ``acts[layer]`` (or ``acts[hook_name]``) is the
+    ``[example, neuron]`` matrix. Texts longer than ``max_tokens`` tokens are truncated (a
+    warning says how many). With ``out=`` a directory, chunks of ``chunk_size`` texts are written
+    as they finish and a rerun resumes; a directory holding other texts or options raises.
+
+    >>> import mechlin
+    >>> model = mechlin.tiny_model()
+    >>> acts = collect_activations(model, ["a cat sat", "the dog ran away"], progress=False)
+    >>> acts[0].shape == (2, model.cfg.d_mlp)
+    True
+    """
+    texts = _texts_of(dataset)
+    hook_list = _check_hooks(model, hooks)
+    if pooling not in ("mean", "max", "last", "none"):
+        raise ValueError(f"pooling must be 'mean', 'max', 'last' or 'none', not {pooling!r}")
+    if batch_size < 1 or chunk_size < 1:
+        raise ValueError("batch_size and chunk_size must be positive")
+    if dtype not in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
+        raise ValueError(f"dtype must be a floating dtype, not {dtype}")
+    rows, n_bos, n_truncated = _tokenize(model, texts, max_tokens)
+    if n_truncated:
+        import logging  # noqa: PLC0415
+
+        logging.getLogger(__name__).warning(
+            "%d of %d texts were longer than max_tokens=%s and were truncated",
+            n_truncated,
+            len(texts),
+            max_tokens,
+        )
+    example_idx, position, token_ids, n_tokens = _row_index(rows, n_bos, pooling)
+    meta = dict(
+        hooks=list(hook_list),
+        pooling=pooling,
+        n_examples=len(texts),
+        model_name=str(getattr(model.cfg, "model_name", "")),
+    )
+    bar = tqdm(
+        total=int(sum(r.shape[0] for r in rows)),
+        desc=desc,
+        unit="tok",
+        disable=not progress,
+    )
+    chunks = [range(s, min(s + chunk_size, len(rows))) for s in range(0, len(rows), chunk_size)]
+    with bar:
+        if out is None:
+            got = [
+                _run_chunk(
+                    model,
+                    [rows[i] for i in c],
+                    hook_list,
+                    n_bos,
+                    pooling,
+                    batch_size,
+                    dtype,
+                    bar,
+                )
+                for c in chunks
+            ]
+            data = {h: torch.cat([g[h] for g in got]) for h in hook_list}
+            return NeuronActivations(
+                hooks=hook_list,
+                pooling=pooling,
+                n_examples=len(texts),
+                model_name=str(meta["model_name"]),
+                example_idx=example_idx,
+                position=position,
+                token_ids=token_ids,
+                n_tokens=n_tokens,
+                _data=data,
+            )
+        directory = Path(out)
+        options = dict(
+            meta,
+            dtype=str(dtype),
+            max_tokens=max_tokens,
+            chunk_size=chunk_size,
+            format=_FORMAT,
+        )
+        fingerprint = _fingerprint(model, texts, options)
+        index = dict(
+            example_idx=example_idx, position=position, token_ids=token_ids, n_tokens=n_tokens
+        )
+        _store_chunks(
+            directory,
+            fingerprint,
+            chunks,
+            rows,
+            model,
+            hook_list,
+            n_bos,
+            pooling,
+            batch_size,
+            dtype,
+            bar,
+            meta,
+            index,
+        )
+    return NeuronActivations.load(directory)
+
+
+def _store_chunks(
+    directory: Path,
+    fingerprint: str,
+    chunks: list[range],
+    rows: list[Tensor],
+    model: Any,
+    hooks: tuple[str, ...],
+    n_bos: int,
+    pooling: Pooling,
+    batch_size: int,
+    dtype: torch.dtype,
+    bar: Any,
+    meta: dict[str, Any],
+    index: dict[str, Tensor],
+) -> None:
+    """Write each chunk's rows to disk, skipping chunks already there, then one file per hook."""
+    directory.mkdir(parents=True, exist_ok=True)
+    meta_path = directory / "store.json"
+    if meta_path.exists():
+        stored = json.loads(meta_path.read_text())
+        if stored.get("fingerprint") != fingerprint:
+            raise StoreMismatchError(
+                f"{directory} holds activations of other texts, hooks or options; pass a new "
+                "out= directory (or delete this one) to collect these"
+            )
+        if stored.get("complete"):
+            bar.update(bar.total - bar.n)
+            return
+    else:
+        meta_path.write_text(json.dumps(dict(fingerprint=fingerprint, complete=False)))
+    chunk_dir = directory / "chunks"
+    chunk_dir.mkdir(exist_ok=True)
+    for c_idx, chunk in enumerate(chunks):
+        path = chunk_dir / f"{c_idx:06d}.pt"
+        if path.exists():
+            bar.update(int(sum(rows[i].shape[0] for i in chunk)))
+            continue
+        got = _run_chunk(
+            model, [rows[i] for i in chunk], hooks, n_bos, pooling, batch_size, dtype, bar
+        )
+        tmp = path.with_suffix(".tmp")
+        torch.save(got, tmp)
+        tmp.replace(path)  # a chunk file exists only once complete
+    for h in hooks:  # one hook at a time: memory holds one [row, neuron] matrix
+        parts = [
+            torch.load(chunk_dir / f"{c:06d}.pt", mmap=True, weights_only=True)[h]
+            for c in range(len(chunks))
+        ]
+        tmp = directory / (_hook_file(h) + ".tmp")
+        torch.save(torch.cat(parts), tmp)
+        tmp.replace(directory / _hook_file(h))
+    _write_index(directory, meta, index, fingerprint)
+    shutil.rmtree(chunk_dir)

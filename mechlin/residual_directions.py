@@ -1,0 +1,397 @@
+"""Concept directions in the residual stream at any layer, learned from labelled activations.
+
+Park et al.'s unembedding-space directions (``mechlin.concepts``) live where the model reads
+out tokens; inside the network a concept can be looked for at any layer with labelled texts.
+``residual_direction`` reads one activation per text (``site`` at ``layer``, at the last token or
+a given position) and fits a unit direction pointing from label 0 to label 1:
+
+* ``"mean_diff"``: the difference of the two class means (for pairs: the mean of the paired
+  differences, the residual analogue of Park's estimator).
+* ``"logistic"``: the weight vector of an L2-regularized logistic probe (float64, L-BFGS, on
+  standardized features; the weights are mapped back to activation coordinates).
+* ``"pca"``: the top principal direction of the paired differences ``h(x1) - h(x0)`` (uncentred,
+  so the shared shift is the signal rather than removed; sign set to agree with the mean
+  difference). Needs paired examples.
+
+Texts are split into train and test before anything is fitted (``test_fraction``, ``seed``;
+stratified by label, or by pair so both texts of a pair fall on the same side). The direction
+is scored as a probe: project every activation on it and threshold at the midpoint of the two
+training class means; ``test_accuracy`` is the held-out accuracy of that rule. Decodability is
+not use: steer along the direction (``mechlin.steer``) or interchange it
+(``interchange_along``, a thin wrapper of TransformerLens's subspace interchange with its
+norm-matched random-subspace placebo) to test that the model uses it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+
+from mechlin import sites
+from mechlin.errors import EmptyInputError
+from mechlin.results import ResultIO, plot_html
+from mechlin.tokens import answer_token
+
+Method = Literal["mean_diff", "logistic", "pca"]
+
+
+@dataclass(frozen=True)
+class ResidualDirection(ResultIO):
+    """A unit direction in activation space separating two labels, scored as a probe."""
+
+    direction: Float[Tensor, " d_model"]  # unit norm, from label 0 towards label 1
+    method: str
+    hook: str
+    position: str  # "last" or the position index used
+    scores: Float[Tensor, " example"]  # activation @ direction, every example
+    labels: Int[Tensor, " example"]  # 0 / 1
+    is_test: Bool[Tensor, " example"]  # held out from fitting
+    threshold: float  # midpoint of the two training class means of ``scores``
+    texts: tuple[str, ...]
+    seed: int
+    paired: bool = False  # texts alternate (label 0, label 1) of each pair
+
+    def __post_init__(self) -> None:
+        n = len(self.texts)
+        if not len(self.scores) == len(self.labels) == len(self.is_test) == n:
+            raise ValueError("scores, labels, is_test and texts must have one entry per example")
+        if abs(float(self.direction.norm()) - 1) > 1e-4:
+            raise ValueError("direction must have unit norm")
+
+    def _accuracy(self, mask: Tensor) -> float:
+        pred = (self.scores[mask] > self.threshold).long()
+        return float((pred == self.labels[mask]).float().mean()) if mask.any() else float("nan")
+
+    @property
+    def train_accuracy(self) -> float:
+        return self._accuracy(~self.is_test)
+
+    @property
+    def test_accuracy(self) -> float:
+        """Held-out accuracy of ``score > threshold`` as a predictor of label 1."""
+        return self._accuracy(self.is_test)
+
+    @property
+    def test_pair_accuracy(self) -> float:
+        """Paired input: share of held-out pairs whose label-1 text scores higher (else NaN)."""
+        if not self.paired:
+            return float("nan")
+        held = self.is_test[0::2]
+        wins = self.scores[1::2][held] > self.scores[0::2][held]
+        return float(wins.float().mean())
+
+    def to_frame(self) -> Any:
+        """One row per example: text, label, split, score, prediction."""
+        import pandas as pd  # noqa: PLC0415
+
+        return pd.DataFrame(
+            {
+                "text": list(self.texts),
+                "label": self.labels.tolist(),
+                "split": ["test" if t else "train" for t in self.is_test.tolist()],
+                "score": self.scores.tolist(),
+                "predicted": (self.scores > self.threshold).long().tolist(),
+            }
+        )
+
+    def plot(self, ax: Any = None) -> Any:
+        """Scores by label (train filled, test hollow) and the threshold; returns the figure."""
+        import matplotlib.pyplot as plt  # noqa: PLC0415
+
+        if ax is None:
+            fig, ax = plt.subplots(figsize=(5, 2.6))
+        else:
+            fig = ax.figure
+        for label, color in ((0, "tab:blue"), (1, "tab:orange")):
+            for test in (False, True):
+                mask = (self.labels == label) & (self.is_test == test)
+                jitter = torch.rand(int(mask.sum()), generator=torch.Generator().manual_seed(0))
+                y = label + 0.15 * (jitter - 0.5)
+                ax.scatter(
+                    self.scores[mask].numpy(),
+                    y.numpy(),
+                    s=14,
+                    facecolors="none" if test else color,
+                    edgecolors=color,
+                    label=f"label {label} ({'test' if test else 'train'})",
+                )
+        ax.axvline(self.threshold, color="grey", ls="--")
+        ax.set_yticks([0, 1])
+        ax.set_xlabel(f"projection on the {self.method} direction")
+        ax.set_title(
+            f"{self.hook} ({self.position}): test accuracy {self.test_accuracy:.2f}", fontsize=8
+        )
+        ax.legend(fontsize=6)
+        fig.tight_layout()
+        return fig
+
+    def _repr_html_(self) -> str:
+        return plot_html(self)
+
+
+def _position(n_pos: int, position: Literal["last"] | int) -> int:
+    if position == "last":
+        return n_pos - 1
+    assert isinstance(position, int)
+    if not -n_pos <= position < n_pos:
+        raise IndexError(f"position {position} is out of range for a text of {n_pos} tokens")
+    return position % n_pos
+
+
+@torch.no_grad()
+def collect_residuals(
+    model: Any,
+    texts: Sequence[str],
+    *,
+    layer: int,
+    site: sites.LayerSite = "resid_post",
+    position: Literal["last"] | int = "last",
+    batch_size: int = 32,
+) -> Float[Tensor, "example d_model"]:
+    """The activation at ``site`` of ``layer`` at ``position`` of each text (float32, CPU).
+
+    Texts of the same token length run together in batches (no padding, so no position
+    shifts); the cache holds only that one hook point.
+    """
+    name = sites.hook_name(model, site, layer)
+    tokens = [model.to_tokens(text)[0] for text in texts]
+    out = torch.zeros(len(texts), int(model.cfg.d_model))
+    by_length: dict[int, list[int]] = {}
+    for i, t in enumerate(tokens):
+        by_length.setdefault(len(t), []).append(i)
+    for n_pos, idx in by_length.items():
+        pos = _position(n_pos, position)
+        for chunk in torch.tensor(idx).split(batch_size):
+            batch = torch.stack([tokens[i] for i in chunk.tolist()])  # (batch, pos)
+            _, cache = model.run_with_cache(batch, names_filter=[name])
+            out[chunk] = cache[name][:, pos].float().cpu()
+    return out
+
+
+def _split(labels: Tensor, groups: Tensor | None, test_fraction: float, seed: int) -> Tensor:
+    """Held-out mask: ``test_fraction`` of each label's examples, or of the pairs (``groups``)."""
+    generator = torch.Generator().manual_seed(seed)
+
+    def pick(n: int, what: str) -> Tensor:
+        if n < 2:
+            raise EmptyInputError(
+                f"{what} has {n} example(s); the train/test split needs at least 2"
+            )
+        n_test = min(n - 1, max(1, round(test_fraction * n)))
+        return torch.randperm(n, generator=generator)[:n_test]
+
+    if groups is not None:  # pairs: hold out whole pairs
+        chosen = pick(int(groups.max()) + 1, "the list of pairs")
+        return torch.isin(groups, chosen)
+    is_test = torch.zeros(len(labels), dtype=torch.bool)
+    for label in (0, 1):
+        idx = (labels == label).nonzero().flatten()
+        is_test[idx[pick(len(idx), f"label {label}")]] = True
+    return is_test
+
+
+def _logistic(x: Tensor, y: Tensor, l2: float) -> Tensor:
+    """Weights (activation coordinates) of an L2 logistic regression of y on x, float64."""
+    x = x.double()
+    mu, sd = x.mean(0), x.std(0).clamp_min(1e-8)
+    z = (x - mu) / sd
+    w = torch.zeros(x.shape[1] + 1, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS(
+        [w],
+        max_iter=1000,
+        tolerance_grad=1e-10,
+        tolerance_change=0.0,
+        line_search_fn="strong_wolfe",
+    )
+    target = y.double()
+
+    def closure() -> Tensor:
+        opt.zero_grad()
+        logits = z @ w[:-1] + w[-1]
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
+        loss = loss + 0.5 * l2 * (w[:-1] ** 2).sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        opt.step(closure)
+    return w.detach()[:-1] / sd
+
+
+def residual_direction(
+    model: Any,
+    examples: Sequence[str] | Sequence[tuple[str, str]],
+    labels: Sequence[int] | None = None,
+    *,
+    layer: int,
+    site: sites.LayerSite = "resid_post",
+    position: Literal["last"] | int = "last",
+    method: Method = "mean_diff",
+    test_fraction: float = 0.25,
+    seed: int = 0,
+    l2: float = 1e-2,
+) -> ResidualDirection:
+    """Fit a concept direction at ``layer`` from labelled texts or (label 0, label 1) pairs.
+
+    Args:
+        examples: texts (with ``labels``, 0 or 1 each) or pairs ``(text0, text1)`` (no
+            labels: the first of a pair is label 0). ``method="pca"`` needs pairs.
+        layer, site, position: where to read (``position`` indexes ``model.to_tokens``).
+        test_fraction: share held out: of each label's texts, or of the pairs (whole pairs);
+            at least one of each.
+        l2: the logistic probe's penalty on standardized weights.
+    """
+    if not examples:
+        raise EmptyInputError("no examples given: pass texts with labels, or (text0, text1) pairs")
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    paired = labels is None
+    if paired:
+        bad = [e for e in examples if isinstance(e, str) or len(e) != 2]
+        if bad:
+            raise ValueError(
+                f"without labels, examples must be (text0, text1) pairs; got {bad[0]!r}. "
+                "Pass labels= for single texts."
+            )
+        texts = [t for pair in examples for t in pair]
+        label_t = torch.tensor([0, 1] * len(examples))
+        groups: Tensor | None = torch.arange(len(examples)).repeat_interleave(2)
+    else:
+        assert labels is not None
+        if method == "pca":
+            raise ValueError("method='pca' takes (text0, text1) pairs: pass pairs and no labels")
+        if len(labels) != len(examples) or any(not isinstance(e, str) for e in examples):
+            raise ValueError("with labels, examples must be texts, one label (0 or 1) per text")
+        if set(labels) - {0, 1}:
+            raise ValueError(f"labels must be 0 or 1, got {sorted(set(labels) - {0, 1})}")
+        texts = [str(e) for e in examples]
+        label_t = torch.tensor([int(v) for v in labels])
+        groups = None
+    hook = sites.hook_name(model, site, layer)
+    acts = collect_residuals(model, texts, layer=layer, site=site, position=position)
+    is_test = _split(label_t, groups, test_fraction, seed)
+    train = ~is_test
+    x, y = acts[train].double(), label_t[train]
+    mean_diff = x[y == 1].mean(0) - x[y == 0].mean(0)  # (d_model,)
+    if method == "mean_diff":
+        raw = mean_diff
+    elif method == "logistic":
+        raw = _logistic(x, y, l2)
+    else:  # pca of the training pairs' differences (texts alternate label 0, 1)
+        diffs = (acts[1::2] - acts[0::2]).double()[train[0::2]]  # (pair, d_model)
+        raw = torch.linalg.svd(diffs, full_matrices=False).Vh[0]
+        raw = raw if raw @ mean_diff >= 0 else -raw
+    direction = raw / raw.norm()
+    scores = acts.double() @ direction  # (example,)
+    threshold = 0.5 * float(scores[train][y == 0].mean() + scores[train][y == 1].mean())
+    return ResidualDirection(
+        direction=direction.float(),
+        method=method,
+        hook=hook,
+        position=str(position),
+        scores=scores.float(),
+        labels=label_t,
+        is_test=is_test,
+        threshold=threshold,
+        texts=tuple(texts),
+        seed=seed,
+        paired=paired,
+    )
+
+
+@dataclass(frozen=True)
+class Interchange(ResultIO):
+    """Logit difference (answer1 - answer0) of base texts, clean, interchanged and placebo."""
+
+    clean: Float[Tensor, " pair"]  # base run
+    interchanged: Float[Tensor, " pair"]  # base with its coordinate along the direction from source
+    placebo: Float[Tensor, " pair"]  # same displacement inside a random direction
+    source: Float[Tensor, " pair"]  # the source run itself
+    answers: tuple[str, str]
+    hook: str
+
+    def to_frame(self) -> Any:
+        import pandas as pd  # noqa: PLC0415
+
+        return pd.DataFrame(
+            {k: getattr(self, k).tolist() for k in ("clean", "interchanged", "placebo", "source")}
+        )
+
+    def plot(self, ax: Any = None) -> Any:
+        """Mean logit difference of each run; returns the figure."""
+        import matplotlib.pyplot as plt  # noqa: PLC0415
+
+        if ax is None:
+            fig, ax = plt.subplots(figsize=(4, 2.6))
+        else:
+            fig = ax.figure
+        runs = ("clean", "interchanged", "placebo", "source")
+        ax.bar(runs, [float(getattr(self, r).mean()) for r in runs], color="0.5")
+        ax.set_ylabel(f"logit {self.answers[1]!r} - {self.answers[0]!r}")
+        ax.set_title(f"Interchange along the direction at {self.hook}", fontsize=8)
+        fig.tight_layout()
+        return fig
+
+    def _repr_html_(self) -> str:
+        return plot_html(self)
+
+
+@torch.no_grad()
+def interchange_along(
+    model: Any,
+    direction: ResidualDirection,
+    pairs: Sequence[tuple[str, str]],
+    answers: tuple[str, str],
+    *,
+    seed: int = 0,
+) -> Interchange:
+    """Set each base text's coordinate along ``direction`` to its source text's, and read out.
+
+    Each pair is ``(base, source)``; ``answers`` are the words (one token each with a leading
+    space) the model should prefer after a label-0 and a label-1 text. Uses TransformerLens's
+    ``SubspaceInterchange`` on the rank-1 basis and ``NormMatchedPlacebo`` (a seeded random
+    direction moved by the same distance) at the direction's hook and position.
+    """
+    from transformer_lens.tools.analysis import interchange as tli  # noqa: PLC0415
+
+    if not pairs:
+        raise EmptyInputError("no (base, source) pairs given")
+    ids = [answer_token(model, a) for a in answers]
+    hook = direction.hook
+    position: Literal["last"] | int = (
+        "last" if direction.position == "last" else int(direction.position)
+    )
+    basis = direction.direction[:, None]  # (d_model, 1), orthonormal
+    step = tli.SubspaceInterchange(basis)
+    placebo = tli.NormMatchedPlacebo(step, tli.random_basis(basis.shape[0], 1, seed))
+    out: dict[str, list[float]] = {"clean": [], "interchanged": [], "placebo": [], "source": []}
+
+    def read(t: Tensor) -> Tensor:
+        return model(t)[:, -1, ids]  # (batch, 2): the two answers' logits
+
+    for base, source in pairs:
+        base_tokens, src_tokens = model.to_tokens(base), model.to_tokens(source)
+        for name, tokens in (("clean", base_tokens), ("source", src_tokens)):
+            logits = read(tokens)[0]
+            out[name].append(float(logits[1] - logits[0]))
+        src_pos = torch.tensor([_position(src_tokens.shape[1], position)])
+        src_act = tli.collect_activations(model, hook, src_tokens, read, positions=src_pos)
+        base_pos = torch.tensor([_position(base_tokens.shape[1], position)])
+        for name, intervention in (("interchanged", step), ("placebo", placebo)):
+            logits = tli.run_with_intervention(
+                model, hook, intervention, base_tokens, src_act, read, positions=base_pos
+            )[0]
+            out[name].append(float(logits[1] - logits[0]))
+    return Interchange(
+        clean=torch.tensor(out["clean"]),
+        interchanged=torch.tensor(out["interchanged"]),
+        placebo=torch.tensor(out["placebo"]),
+        source=torch.tensor(out["source"]),
+        answers=(answers[0], answers[1]),
+        hook=hook,
+    )
