@@ -34,15 +34,16 @@ OUT = Path(__file__).resolve().parent / "out"
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Sparse probing of language and compound neurons")
     p.add_argument("--models", nargs="+", default=["smollm2-135m", "gemma-3-270m"])
-    p.add_argument("--n-per-language", type=int, default=100)
-    p.add_argument("--n-per-class", type=int, default=50, help="per class, other features")
+    p.add_argument("--n-per-language", type=int, default=60)
+    p.add_argument("--n-per-class", type=int, default=40, help="per class, other features")
+    p.add_argument("--context-words", type=int, default=12, help="words before a token target")
     p.add_argument("--bigrams", type=int, default=10, help="how many compound words")
     p.add_argument(
         "--features",
         nargs="+",
         default=["language", "compound", "properties", "position", "country"],
     )
-    p.add_argument("--ablation-texts", type=int, default=32)
+    p.add_argument("--ablation-texts", type=int, default=16)
     p.add_argument("--methods-k", type=int, default=8, help="largest k of the method comparison")
     p.add_argument("--out", type=Path, default=None)
     return p.parse_args()
@@ -56,9 +57,13 @@ def datasets_for(model: object, args: argparse.Namespace) -> dict[str, fd.Featur
         out.append(fd.language_identity(n_per_language=args.n_per_language))
     if "compound" in args.features:
         bigrams = fd.COMPOUND_BIGRAMS[: args.bigrams]
-        out += fd.compound_words(bigrams=bigrams, n_per_class=args.n_per_class).values()
+        out += fd.compound_words(
+            bigrams=bigrams, n_per_class=args.n_per_class, context_words=args.context_words
+        ).values()
     if "properties" in args.features:
-        out += fd.text_properties(tok, n_per_class=args.n_per_class).values()
+        out += fd.text_properties(
+            tok, n_per_class=args.n_per_class, context_words=args.context_words
+        ).values()
     if "position" in args.features:
         out.append(fd.position(tok, n_per_class=args.n_per_class))
     if "country" in args.features:
@@ -72,7 +77,7 @@ def run(model_name: str, args: argparse.Namespace) -> list[str]:
     datasets = datasets_for(model, args)
     for name, ds in datasets.items():
         print(f"  {name}: {len(ds)} examples, {ds.class_balance()}")
-    broad = fd.broad_text(n=max(args.ablation_texts, 64))
+    broad = fd.broad_text(n=max(args.ablation_texts, 32))
     hooks = mechlin.hook_names(model, "mlp_post")
     acts = {
         name: collect_activations(model, ds, hooks=hooks, pooling=ds.pooling, desc=name)

@@ -38,14 +38,18 @@ def fit_l2(
     y: Bool[Tensor, " n"],
     *,
     C: float = 1.0,
+    balanced: bool = True,
     max_iter: int = 100,
     tol: float = 1e-10,
 ) -> tuple[Float[Tensor, "S k"], Float[Tensor, " S"]]:
-    """Balanced L2 logistic regression for S problems sharing labels; float64 Newton steps."""
+    """L2 logistic regression for S problems sharing labels; float64 Newton steps.
+
+    ``balanced=False`` weighs every example 1 (scikit-learn's ``class_weight=None``).
+    """
     X = X.to(torch.float64)
     S, n, k = X.shape
     t = y.to(torch.float64) * 2 - 1  # (n,)
-    sw = balanced_weights(y)
+    sw = balanced_weights(y) if balanced else torch.ones(n, dtype=torch.float64)
     Xb = torch.cat([X, torch.ones(S, n, 1, dtype=torch.float64)], dim=-1)  # (S, n, k+1)
     theta = torch.zeros(S, k + 1, dtype=torch.float64)
     reg = torch.ones(k + 1, dtype=torch.float64)

@@ -22,7 +22,8 @@ Pitfalls handled here:
   one chunk; a rerun with the same ``out=`` resumes after the last finished chunk, and the
   finished store is one file per hook read back memory-mapped. ``dtype=torch.float16`` halves
   the storage.
-- Wasted work. The forward pass stops after the last requested layer (no unembedding).
+- Wasted work. The forward pass stops as soon as every requested hook has fired (no later
+  layers, no unembedding).
 """
 
 from __future__ import annotations
@@ -269,6 +270,10 @@ def _pool(
     return masked.max(dim=1).values.float()
 
 
+class _AllHooksFired(Exception):
+    """Raised by the last hook to fire: the forward pass has nothing left to give."""
+
+
 @torch.no_grad()
 def _run_chunk(
     model: Any,
@@ -282,10 +287,6 @@ def _run_chunk(
 ) -> dict[str, Tensor]:
     """Pooled rows of every hook for one chunk of texts, in the chunk's order."""
     order = sorted(range(len(rows)), key=lambda i: rows[i].shape[0])  # short with short
-    layers = [_layer_of(h) for h in hooks]
-    stop = None if min(layers) < 0 else max(layers) + 1
-    if stop is not None and stop >= model.cfg.n_layers:
-        stop = None
     parts: dict[str, list[Tensor]] = {h: [] for h in hooks}
     batch_ids: list[list[int]] = []
     pad_id = 0
@@ -301,15 +302,16 @@ def _run_chunk(
         def make_hook(name: str, fired: dict[str, Tensor], lengths: Tensor) -> Any:
             def hook(act: Tensor, hook: Any) -> None:
                 fired[name] = _pool(act, lengths, n_bos, pooling).to("cpu", dtype)
+                if len(fired) == len(hooks):
+                    raise _AllHooksFired  # skip the rest of the model (and the unembedding)
 
             return hook
 
-        model.run_with_hooks(
-            tokens.to(model.cfg.device),
-            fwd_hooks=[(h, make_hook(h, fired, lengths_dev)) for h in hooks],
-            stop_at_layer=stop,
-            return_type=None,
-        )
+        try:
+            with model.hooks(fwd_hooks=[(h, make_hook(h, fired, lengths_dev)) for h in hooks]):
+                model(tokens.to(model.cfg.device), return_type=None)
+        except _AllHooksFired:
+            pass
         missing = [h for h in hooks if h not in fired]
         if missing:
             raise MissingHookError(f"these hooks never fired during the forward pass: {missing}")

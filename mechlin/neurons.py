@@ -3,8 +3,9 @@
 ``classify_neurons(model, datasets)`` follows Gurnee et al.'s procedure per feature:
 
 1. **Best single neurons.** In every layer, rank neurons by mean difference on the training split
-   and fit a k = 1 probe on each of the top 30; the best held-out F1 per layer gives the
-   "best-neuron F1 by layer" curve, and the best layer's neuron is the feature's candidate.
+   and fit a k = 1 probe on each of the top 30; the one with the best *training* F1 is the
+   layer's best neuron and its held-out F1 gives the "best-neuron F1 by layer" curve (picking
+   by held-out F1 would select on the test set). The best layer's neuron is the candidate.
 2. **Superposition evidence** at that layer: the F1 of k-sparse probes for k = 1..8 (a sharp gain
    from k = 1 to k ~ 5 means the feature is spread over neurons), and iterative pruning: remove
    the best neuron, refit the best k = 1 probe on the rest, 10 times (F1 that stays high means
@@ -14,9 +15,10 @@
    So: how often the neuron exceeds the probe's threshold on broad unrelated text, and a
    mean-ablation (the neuron set to its mean over broad text at every position): the LM loss
    should rise on the feature's texts and not on broad text.
-4. **Polysemantic neurons**: neurons that are strong (k = 1 F1 >= ``strong_f1``) for two or
-   more unrelated features (features of different datasets), with their top-activating broad-text
-   tokens.
+4. **Polysemantic neurons**: neurons that are strong (k = 1 F1 >= ``strong_f1`` on both the
+   training and the test split) for two or more unrelated features (features of different
+   datasets), with their top-activating broad-text tokens. With small test sets a few such
+   coincidences are expected by chance (30 neurons x n_layers probes per feature).
 
 Thresholds are options, and every verdict carries the numbers it was decided on.
 """
@@ -215,16 +217,32 @@ def best_single_neurons(
     *,
     top: int = 30,
 ) -> tuple[
-    Int[Tensor, " top"], Float[Tensor, " top"], Float[Tensor, " top"], Float[Tensor, " top"]
+    Int[Tensor, " top"],
+    Float[Tensor, " top"],
+    Float[Tensor, " top"],
+    Float[Tensor, " top"],
+    Float[Tensor, " top"],
 ]:
-    """k = 1 probes on the ``top`` neurons by mean difference: neurons, test F1, weights, biases."""
+    """k = 1 probes on the ``top`` neurons by mean difference.
+
+    Returns the neurons (in mean-difference order), their test F1, their training F1, and the
+    probes' weights and biases. Pick the best neuron by *training* F1 (``pick_best``): choosing
+    it by test F1 would select on the held-out data and inflate the F1 reported for it.
+    """
     X = X.double()
     ranking = _ranking(X[train], y[train])[:top]
     cols = X[:, ranking].T[..., None]  # (top, n, 1)
     w, b = fit_l2(cols[:, train], y[train])  # (top, 1), (top,)
-    logits = cols[:, test, 0] * w + b[:, None]  # (top, n_test)
-    f1 = torch.tensor([binary_metrics(row, y[test])["f1"] for row in logits], dtype=torch.float64)
-    return ranking, f1, w[:, 0], b
+    logits = cols[:, :, 0] * w + b[:, None]  # (top, n)
+    test_f1 = [binary_metrics(row[test], y[test])["f1"] for row in logits]
+    train_f1 = [binary_metrics(row[train], y[train])["f1"] for row in logits]
+    as_tensor = lambda v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
+    return ranking, as_tensor(test_f1), as_tensor(train_f1), w[:, 0], b
+
+
+def pick_best(train_f1: Float[Tensor, " top"]) -> int:
+    """Index of the best training F1 (ties: the higher mean difference, i.e. the first)."""
+    return int(torch.argmax(train_f1))
 
 
 def _ranking(X: Float[Tensor, "n neuron"], y: Tensor) -> Int[Tensor, " neuron"]:
@@ -240,13 +258,14 @@ def prune_curve(
     steps: int = PRUNE_STEPS,
     top: int = 30,
 ) -> Float[Tensor, " step"]:
-    """Best k = 1 F1 after removing the best single neuron, refitting, ``steps`` times."""
+    """Test F1 of the best k = 1 probe (chosen on training F1) after removing the best
+    neuron, refitting, ``steps`` times."""
     keep = torch.ones(X.shape[1], dtype=torch.bool)
     out = []
     for _ in range(steps + 1):
         cols = torch.nonzero(keep).flatten()
-        neurons, f1, _, _ = best_single_neurons(X[:, cols], y, train, test, top=top)
-        best = int(torch.argmax(f1))
+        neurons, f1, train_f1, _, _ = best_single_neurons(X[:, cols], y, train, test, top=top)
+        best = pick_best(train_f1)
         out.append(float(f1[best]))
         keep[cols[neurons[best]]] = False
     return torch.tensor(out, dtype=torch.float64)
@@ -321,7 +340,7 @@ def classify_neurons(
     strong_f1: float = 0.8,
     superposition_gain: float = 0.1,
     max_fire_rate: float = 0.05,
-    n_ablation_texts: int = 48,
+    n_ablation_texts: int = 16,
     split: str = "stratified",
     seed: int = 42,
     batch_size: int = 16,
@@ -363,6 +382,7 @@ def classify_neurons(
     best_neuron = torch.zeros(len(features), len(layer_list), dtype=torch.long)
     strong: dict[tuple[int, int], list[tuple[str, str, float]]] = {}
     verdicts = []
+    broad_loss: float | None = None
     bar = tqdm(features, desc="classifying neurons", disable=not progress)
     for f_i, (feature, ds_name, ds, y) in enumerate(bar):
         groups = getattr(ds, "groups", None)
@@ -370,11 +390,13 @@ def classify_neurons(
         fits = []
         for l_i, hook in enumerate(hooks):
             X = acts[ds_name][hook].double()
-            neurons, f1, w, b = best_single_neurons(X, y, train, test, top=top)
-            i = int(torch.argmax(f1))
+            neurons, f1, train_f1, w, b = best_single_neurons(X, y, train, test, top=top)
+            i = pick_best(train_f1)
             best_f1[f_i, l_i], best_neuron[f_i, l_i] = f1[i], neurons[i]
             fits.append((float(w[i]), float(b[i])))
-            for n_i in torch.nonzero(f1 >= strong_f1).flatten().tolist():
+            for n_i in (
+                torch.nonzero((f1 >= strong_f1) & (train_f1 >= strong_f1)).flatten().tolist()
+            ):
                 key = (layer_list[l_i], int(neurons[n_i]))
                 strong.setdefault(key, []).append((feature, ds_name, float(f1[n_i])))
         l_best = int(torch.argmax(best_f1[f_i]))
@@ -394,8 +416,10 @@ def classify_neurons(
         pos_texts = [ds.texts[i] for i in torch.nonzero(y).flatten()[:n_ablation_texts].tolist()]
         broad_sample = list(broad_texts)[:n_ablation_texts]
         ablate = [_ablation_hook(model, layer, neuron, mean_value)]
+        if broad_loss is None:  # the same broad sample for every feature: one clean run
+            broad_loss = lm_loss(model, broad_sample)
         rise_feature = lm_loss(model, pos_texts, hooks=ablate) - lm_loss(model, pos_texts)
-        rise_broad = lm_loss(model, broad_sample, hooks=ablate) - lm_loss(model, broad_sample)
+        rise_broad = lm_loss(model, broad_sample, hooks=ablate) - broad_loss
         verdicts.append(
             _verdict(
                 feature,

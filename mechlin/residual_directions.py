@@ -33,6 +33,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from mechlin import sites
+from mechlin._logreg import fit_l2
 from mechlin.errors import EmptyInputError
 from mechlin.results import ResultIO, plot_html
 from mechlin.tokens import answer_token
@@ -196,31 +197,16 @@ def _split(labels: Tensor, groups: Tensor | None, test_fraction: float, seed: in
 
 
 def _logistic(x: Tensor, y: Tensor, l2: float) -> Tensor:
-    """Weights (activation coordinates) of an L2 logistic regression of y on x, float64."""
+    """Weights (activation coordinates) of an L2 logistic regression of y on x, float64.
+
+    Minimises mean BCE + l2/2 |w|^2 on standardized x, i.e. scikit-learn's objective with
+    C = 1 / (n l2) and no class weights (``mechlin._logreg.fit_l2``, Newton's method).
+    """
     x = x.double()
     mu, sd = x.mean(0), x.std(0).clamp_min(1e-8)
     z = (x - mu) / sd
-    w = torch.zeros(x.shape[1] + 1, dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS(
-        [w],
-        max_iter=1000,
-        tolerance_grad=1e-10,
-        tolerance_change=0.0,
-        line_search_fn="strong_wolfe",
-    )
-    target = y.double()
-
-    def closure() -> Tensor:
-        opt.zero_grad()
-        logits = z @ w[:-1] + w[-1]
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
-        loss = loss + 0.5 * l2 * (w[:-1] ** 2).sum()
-        loss.backward()
-        return loss
-
-    with torch.enable_grad():
-        opt.step(closure)
-    return w.detach()[:-1] / sd
+    w, _ = fit_l2(z[None], y.bool(), C=1.0 / (l2 * x.shape[0]), balanced=False)
+    return w[0] / sd
 
 
 def residual_direction(

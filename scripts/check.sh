@@ -20,4 +20,9 @@ python demos/dissect_factual_recall.py --model smollm2-135m --n-facts 12 --out "
 python demos/first_look.py --out "$out/first_look.html"
 # Causal tracing at CI size (the demo's default traces 4 facts per model with 10 samples).
 python demos/causal_tracing.py --models smollm2-135m --n-facts 1 --n-samples 2 --out "$out/ct"
+# Sparse probing and concept directions at CI size (defaults: both models, full datasets).
+python demos/sparse_probing.py --models smollm2-135m --n-per-language 12 --n-per-class 12 \
+    --bigrams 2 --features language compound --ablation-texts 4 --methods-k 3 \
+    --out "$out/sparse_probing.html"
+python demos/concept_directions.py --models smollm2-135m --out "$out/concept_directions.html"
 echo "== all checks passed"
