@@ -32,7 +32,7 @@ import hashlib
 import json
 import re
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -410,21 +410,14 @@ def collect_activations(
         disable=not progress,
     )
     chunks = [range(s, min(s + chunk_size, len(rows))) for s in range(0, len(rows), chunk_size)]
+
+    def run(chunk: range) -> dict[str, Tensor]:
+        texts_rows = [rows[i] for i in chunk]
+        return _run_chunk(model, texts_rows, hook_list, n_bos, pooling, batch_size, dtype, bar)
+
     with bar:
         if out is None:
-            got = [
-                _run_chunk(
-                    model,
-                    [rows[i] for i in c],
-                    hook_list,
-                    n_bos,
-                    pooling,
-                    batch_size,
-                    dtype,
-                    bar,
-                )
-                for c in chunks
-            ]
+            got = [run(c) for c in chunks]
             data = {h: torch.cat([g[h] for g in got]) for h in hook_list}
             return NeuronActivations(
                 hooks=hook_list,
@@ -439,31 +432,14 @@ def collect_activations(
             )
         directory = Path(out)
         options = dict(
-            meta,
-            dtype=str(dtype),
-            max_tokens=max_tokens,
-            chunk_size=chunk_size,
-            format=_FORMAT,
+            meta, dtype=str(dtype), max_tokens=max_tokens, chunk_size=chunk_size, format=_FORMAT
         )
-        fingerprint = _fingerprint(model, texts, options)
         index = dict(
             example_idx=example_idx, position=position, token_ids=token_ids, n_tokens=n_tokens
         )
-        _store_chunks(
-            directory,
-            fingerprint,
-            chunks,
-            rows,
-            model,
-            hook_list,
-            n_bos,
-            pooling,
-            batch_size,
-            dtype,
-            bar,
-            meta,
-            index,
-        )
+        sizes = [int(sum(rows[i].shape[0] for i in c)) for c in chunks]
+        fingerprint = _fingerprint(model, texts, options)
+        _store_chunks(directory, fingerprint, chunks, sizes, run, hook_list, bar, meta, index)
     return NeuronActivations.load(directory)
 
 
@@ -471,13 +447,9 @@ def _store_chunks(
     directory: Path,
     fingerprint: str,
     chunks: list[range],
-    rows: list[Tensor],
-    model: Any,
+    sizes: list[int],
+    run: Callable[[range], dict[str, Tensor]],
     hooks: tuple[str, ...],
-    n_bos: int,
-    pooling: Pooling,
-    batch_size: int,
-    dtype: torch.dtype,
     bar: Any,
     meta: dict[str, Any],
     index: dict[str, Tensor],
@@ -502,11 +474,9 @@ def _store_chunks(
     for c_idx, chunk in enumerate(chunks):
         path = chunk_dir / f"{c_idx:06d}.pt"
         if path.exists():
-            bar.update(int(sum(rows[i].shape[0] for i in chunk)))
+            bar.update(sizes[c_idx])
             continue
-        got = _run_chunk(
-            model, [rows[i] for i in chunk], hooks, n_bos, pooling, batch_size, dtype, bar
-        )
+        got = run(chunk)
         tmp = path.with_suffix(".tmp")
         torch.save(got, tmp)
         tmp.replace(path)  # a chunk file exists only once complete

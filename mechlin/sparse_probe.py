@@ -514,8 +514,8 @@ def probe_sweep(
         ks=grid,
         methods=tuple(methods),
         neurons=tuple(neurons),
-        shuffled_f1=_shuffle_control(X, y, train_idx, test_idx, grid, n_shuffles, seed, C),
-        rotated_f1=_rotation_control(X, y, train_idx, test_idx, grid, n_rotations, seed, C),
+        shuffled_f1=_control("shuffle", X, y, train_idx, test_idx, grid, n_shuffles, seed, C),
+        rotated_f1=_control("rotation", X, y, train_idx, test_idx, grid, n_rotations, seed, C),
         positive=positive,
         n_train=train_idx.numel(),
         n_test=test_idx.numel(),
@@ -528,7 +528,8 @@ def probe_sweep(
 _METRICS = ("f1", "precision", "recall", "mcc", "roc_auc")
 
 
-def _shuffle_control(
+def _control(
+    kind: Literal["shuffle", "rotation"],
     X: Tensor,
     y: Tensor,
     train: Tensor,
@@ -538,42 +539,26 @@ def _shuffle_control(
     seed: int,
     C: float,
 ) -> Tensor:
-    """F1 of probes trained on permuted training labels (selection included), true test labels."""
+    """Held-out F1 ``[repeat, k]`` of mean-difference probes under a control.
+
+    ``"shuffle"``: training labels permuted (selection included), scored on the true test
+    labels. ``"rotation"``: the neuron basis rotated by a random orthogonal matrix first.
+    """
     out = torch.empty(n, len(grid))
     for r in range(n):
-        gen = torch.Generator().manual_seed(seed * 1000 + r)
-        y_shuf = y.clone()
-        y_shuf[train] = y[train][torch.randperm(train.numel(), generator=gen)]
+        gen = torch.Generator().manual_seed(seed * 1000 + (500 if kind == "rotation" else 0) + r)
+        Xc, y_fit = X, y
+        if kind == "shuffle":
+            y_fit = y.clone()
+            y_fit[train] = y[train][torch.randperm(train.numel(), generator=gen)]
+        else:
+            d = X.shape[1]
+            q, _ = torch.linalg.qr(torch.randn(d, d, generator=gen, dtype=torch.float64))
+            Xc = (X - X[train].mean(0)) @ q  # centred, then rotated: (n, d)
         ranking = torch.argsort(
-            neuron_scores(X[train], y_shuf[train], "mean_diff"), descending=True, stable=True
+            neuron_scores(Xc[train], y_fit[train], "mean_diff"), descending=True, stable=True
         )
         for k_i, k in enumerate(grid):
-            w, b = fit_l2(X[train][:, ranking[:k]][None], y_shuf[train], C=C)
-            out[r, k_i] = binary_metrics(X[test][:, ranking[:k]] @ w[0] + b[0], y[test])["f1"]
-    return out
-
-
-def _rotation_control(
-    X: Tensor,
-    y: Tensor,
-    train: Tensor,
-    test: Tensor,
-    grid: tuple[int, ...],
-    n: int,
-    seed: int,
-    C: float,
-) -> Tensor:
-    """F1 of mean-difference probes after a random rotation of the neuron basis."""
-    out = torch.empty(n, len(grid))
-    d = X.shape[1]
-    for r in range(n):
-        gen = torch.Generator().manual_seed(seed * 1000 + 500 + r)
-        q, _ = torch.linalg.qr(torch.randn(d, d, generator=gen, dtype=torch.float64))
-        Xr = (X - X[train].mean(0)) @ q  # centred, then rotated: (n, d)
-        ranking = torch.argsort(
-            neuron_scores(Xr[train], y[train], "mean_diff"), descending=True, stable=True
-        )
-        for k_i, k in enumerate(grid):
-            _, _, m = fit_probe(Xr, y, ranking[:k], train, test, C=C)
-            out[r, k_i] = m["f1"]
+            w, b = fit_l2(Xc[train][:, ranking[:k]][None], y_fit[train], C=C)
+            out[r, k_i] = binary_metrics(Xc[test][:, ranking[:k]] @ w[0] + b[0], y[test])["f1"]
     return out
