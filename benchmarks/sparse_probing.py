@@ -3,9 +3,11 @@
 1. Collection. The same Europarl texts in the same batches (sorted by length, right-padded):
      forward    ``model(tokens)``: the plain forward pass (logits included)
      collect    ``collect_activations``: every layer's MLP neurons, mean pooling
+     blocks     the Hugging Face decoder stack alone (no unembedding, no hooks)
    Each runs in its own subprocess (so peak memory is its own); the script prints tokens/s of
-   both, the overhead ratio collect/forward (goal <= 1.3x) and each one's peak RSS above the
-   loaded model.
+   each, the overhead ratios collect/forward (goal <= 1.3x) and collect/blocks (collection stops
+   after the last hooked layer, so it skips the unembedding the plain forward pays for), and
+   each one's peak RSS above the loaded model.
 2. k sweep. On one layer's activations (French vs the rest), the full k grid
    (1..256, mean-difference selection, balanced L2 logistic C = 1):
      mechlin    ``probe_sweep``
@@ -69,10 +71,15 @@ def worker(args: argparse.Namespace) -> None:
             for tok in batches:
                 model(tok)
 
+    def blocks() -> None:  # the HF decoder stack alone: no unembedding, no hooks
+        with torch.no_grad():
+            for tok in batches:
+                model.original_model.model(input_ids=tok)
+
     def collect() -> None:
         collect_activations(model, texts, batch_size=args.batch_size, progress=False)
 
-    fn = {"forward": forward, "collect": collect}[args.worker]
+    fn = {"forward": forward, "blocks": blocks, "collect": collect}[args.worker]
     # warm-up on a few batches, then measure peak memory from here
     with torch.no_grad():
         model(batches[0])
@@ -108,7 +115,6 @@ def sweep_benchmark(args: argparse.Namespace) -> dict[str, float]:
     from mechlin.activations import collect_activations
     from mechlin.feature_data import language_identity
     from mechlin.sparse_probe import (
-        DEFAULT_KS,
         binary_labels,
         neuron_scores,
         probe_sweep,
@@ -136,7 +142,7 @@ def sweep_benchmark(args: argparse.Namespace) -> dict[str, float]:
     f1s = []
     from sklearn.metrics import f1_score
 
-    for k in DEFAULT_KS:
+    for k in sweep.ks:
         cols = ranking[:k]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -146,6 +152,7 @@ def sweep_benchmark(args: argparse.Namespace) -> dict[str, float]:
     t_sklearn = time.perf_counter() - t
     diff = max(abs(a - b) for a, b in zip(sweep.f1[0].tolist(), f1s, strict=True))
     return dict(
+        ks=sweep.ks,
         mechlin_s=t_mechlin,
         sklearn_s=t_sklearn,
         max_f1_diff=diff,
@@ -162,13 +169,27 @@ def main() -> None:
     parser.add_argument("--n-per-language", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeat", type=int, default=2)
-    parser.add_argument("--worker", choices=["forward", "collect"], default=None)
+    parser.add_argument("--worker", choices=["forward", "blocks", "collect"], default=None)
+    parser.add_argument("--only", choices=["collection", "sweep"], default=None)
     args = parser.parse_args()
     if args.worker:
         worker(args)
         return
+    if args.only != "sweep":
+        collection_benchmark(args)
+    if args.only != "collection":
+        s = sweep_benchmark(args)
+        print(
+            f"k sweep ({len(s['ks'])} k values up to {max(s['ks'])}, {s['n_rows']} rows x "
+            f"{s['n_neurons']} neurons, layer {s['layer']}): mechlin {s['mechlin_s']:.2f} s, "
+            f"sklearn per k {s['sklearn_s']:.2f} s = {s['sklearn_s'] / s['mechlin_s']:.1f}x; "
+            f"max F1 difference {s['max_f1_diff']:.3g}"
+        )
+
+
+def collection_benchmark(args: argparse.Namespace) -> None:
     out = {}
-    for name in ("forward", "collect"):
+    for name in ("forward", "blocks", "collect"):
         cmd = [
             sys.executable,
             __file__,
@@ -195,12 +216,10 @@ def main() -> None:
             f"peak RSS above model +{r['peak_above_model_mb']:.0f} MB"
             + (f", GPU peak {r['gpu_peak_mb']:.0f} MB" if r["gpu_peak_mb"] else "")
         )
-    print(f"  collection overhead: {c['seconds'] / f['seconds']:.2f}x the plain forward")
-    s = sweep_benchmark(args)
+    b = out["blocks"]
     print(
-        f"k sweep (15 k values, {s['n_rows']} rows x {s['n_neurons']} neurons, layer "
-        f"{s['layer']}): mechlin {s['mechlin_s']:.2f} s, sklearn per k {s['sklearn_s']:.2f} s "
-        f"= {s['sklearn_s'] / s['mechlin_s']:.1f}x; max F1 difference {s['max_f1_diff']:.3g}"
+        f"  collection overhead: {c['seconds'] / f['seconds']:.2f}x the plain forward, "
+        f"{c['seconds'] / b['seconds']:.2f}x the decoder blocks alone"
     )
 
 
