@@ -100,7 +100,8 @@ for name in args.models:
     alphas = [i / 40 for i in range(21)]  # 0 .. 0.5
     sweep = steering_sweep(model, "Long live the", vector, pairs=pairs, alphas=alphas)
     moved = (sweep.log_ratios[-1] - sweep.log_ratios[0]).tolist()
-    cross = sweep.crossover("male -> female")
+    cross_alpha = sweep.crossover("male -> female")
+    cross = "never (alpha <= 0.5)" if cross_alpha is None else f"{cross_alpha:.3g}"
     print(f"king -> queen: queen overtakes king at alpha = {cross}")
     for (concept, base, target), m in zip(sweep.pairs, moved, strict=True):
         print(f"  {concept:18s} log p({target})/p({base}) moves {m:+.2f} from alpha 0 to 0.5")
