@@ -135,10 +135,11 @@ def run(model_name: str, args: argparse.Namespace) -> list[str]:
             name=f"French vs rest, layer {fr.layer}: selection methods",
         )
         extra.append(("Selection methods (French)", plot_html(methods)))
+        shown = [k for k in (1, 2, 4) if k in methods.ks]
         lines.append(
-            "methods on French, F1 at k=1/2/4: "
+            f"methods on French, F1 at k={'/'.join(map(str, shown))}: "
             + ", ".join(
-                f"{m} {methods.at(1, m):.2f}/{methods.at(2, m):.2f}/{methods.at(4, m):.2f}"
+                f"{m} " + "/".join(f"{methods.at(k, m):.2f}" for k in shown)
                 for m in methods.methods
             )
         )

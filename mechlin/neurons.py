@@ -472,7 +472,7 @@ def _verdict(
         f"F1 after pruning 10 best {float(prune[-1]):.2f}, fires on {fire_rate:.1%} of broad "
         f"tokens, ablation loss rise {rise_feature:+.4f} on the feature vs {rise_broad:+.4f} broad"
     )
-    if float(f1_by_k.max()) < 0.6:
+    if max(f1, float(f1_by_k.max())) < 0.6:  # neither the best neuron nor k <= 8 reads it
         verdict = "not decodable"
     elif f1 >= mono_f1 and fire_rate <= max_fire_rate and selective:
         verdict = "monosemantic candidate"

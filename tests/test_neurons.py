@@ -78,7 +78,8 @@ def test_lm_loss_equals_model_loss(tiny: Any) -> None:
     total, count = 0.0, 0
     for t in texts:
         tokens = tiny.to_tokens(t)
-        loss = float(tiny(tokens, return_type="loss"))
+        with torch.no_grad():
+            loss = float(tiny(tokens, return_type="loss"))
         total += loss * (tokens.shape[1] - 1)
         count += tokens.shape[1] - 1
     assert lm_loss(tiny, texts, batch_size=2) == pytest.approx(total / count, rel=1e-5)
@@ -182,3 +183,22 @@ def test_smollm2_has_a_french_neuron(smollm2: Any) -> None:
     fr = report.verdict("language:fr")
     assert fr.f1_k1 >= 0.9
     assert fr.loss_rise_feature > fr.loss_rise_broad  # ablating it hurts French text more
+
+
+def test_verdict_rules() -> None:
+    from mechlin.neurons import _verdict
+
+    def verdict(f1: float, by_k: list[float], prune_last: float, fire: float, rise: float) -> str:
+        return _verdict(
+            "f", 1, 2, f1, torch.tensor(by_k, dtype=torch.float64),
+            torch.tensor([f1, prune_last], dtype=torch.float64), 0.0, fire, rise, 0.0,
+            mono_f1=0.9, gain_min=0.1, max_fire_rate=0.05,
+        ).verdict  # fmt: skip
+
+    # a good single neuron is decodable even when the mean-difference top-k probes are weak
+    assert verdict(0.89, [0.5, 0.4], 0.3, 0.5, 0.0) != "not decodable"
+    assert verdict(0.5, [0.5, 0.55], 0.3, 0.5, 0.0) == "not decodable"
+    assert verdict(0.95, [0.95, 0.96], 0.3, 0.01, 0.01) == "monosemantic candidate"
+    assert verdict(0.95, [0.95, 0.96], 0.3, 0.20, 0.01) == "unverified single neuron"
+    assert verdict(0.70, [0.70, 0.90], 0.3, 0.20, 0.01) == "superposition"
+    assert verdict(0.80, [0.80, 0.85], 0.78, 0.20, 0.01) == "distributed"
