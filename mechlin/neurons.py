@@ -44,6 +44,7 @@ from mechlin.errors import EmptyInputError
 from mechlin.results import ResultIO, figure_to_html, plot_html
 from mechlin.sites import hook_name
 from mechlin.sparse_probe import (
+    Split,
     binary_labels,
     binary_metrics,
     fit_probe,
@@ -341,7 +342,7 @@ def classify_neurons(
     superposition_gain: float = 0.1,
     max_fire_rate: float = 0.05,
     n_ablation_texts: int = 16,
-    split: str = "stratified",
+    split: Split = "stratified",
     seed: int = 42,
     batch_size: int = 16,
     activations: Mapping[str, NeuronActivations] | None = None,
@@ -386,7 +387,7 @@ def classify_neurons(
     bar = tqdm(features, desc="classifying neurons", disable=not progress)
     for f_i, (feature, ds_name, ds, y) in enumerate(bar):
         groups = getattr(ds, "groups", None)
-        train, test = split_indices(y, split=split, seed=seed, groups=groups)  # type: ignore[arg-type]
+        train, test = split_indices(y, split=split, seed=seed, groups=groups)
         fits = []
         for l_i, hook in enumerate(hooks):
             X = acts[ds_name][hook].double()
