@@ -107,14 +107,17 @@ def split_indices(
     seed: int = 42,
     groups: Int[Tensor, " example"] | None = None,
 ) -> tuple[Int[Tensor, " n_train"], Int[Tensor, " n_test"]]:
-    """Train/test row indices. ``"paper"``: one random permutation (unstratified)."""
+    """Train/test row indices. ``"paper"``: one random permutation (unstratified), exactly
+    scikit-learn's ``train_test_split`` with ``random_state=seed``."""
     if not 0 < test_fraction < 1:
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
     rng = np.random.RandomState(seed)
     n = y.numel()
     if split == "paper":
+        # scikit-learn's train_test_split(test_size=test_fraction, random_state=seed), as the
+        # paper's code calls it: same permutation, same ceil for the test size
         perm = torch.from_numpy(rng.permutation(n))
-        n_test = max(1, round(test_fraction * n))
+        n_test = math.ceil(test_fraction * n)
         test, train = perm[:n_test], perm[n_test:]
     elif split == "stratified":
         tests, trains = [], []
@@ -208,8 +211,9 @@ def neuron_scores(
 def _binned_mutual_information(
     X: Float[Tensor, "n neuron"], y: Bool[Tensor, " n"], n_bins: int = 16
 ) -> Float[Tensor, " neuron"]:
-    qs = torch.linspace(0, 1, n_bins + 1, dtype=X.dtype)[1:-1]
-    edges = torch.quantile(X, qs, dim=0).T.contiguous()  # (neuron, n_bins - 1)
+    # bin edges at training quantiles (nearest rank: torch.quantile caps its input size)
+    ranks = (torch.linspace(0, 1, n_bins + 1)[1:-1] * (X.shape[0] - 1)).round().long()
+    edges = X.sort(0).values[ranks].T.contiguous()  # (neuron, n_bins - 1)
     bins = torch.searchsorted(edges, X.T.contiguous())  # (neuron, n)
     joint = torch.zeros(X.shape[1], n_bins, 2, dtype=torch.float64)
     for cls in (0, 1):

@@ -198,6 +198,16 @@ def test_sweep_matches_single_probes_and_round_trips(tmp_path) -> None:  # type:
     assert len(fig.axes[0].lines) == 2
 
 
+def test_paper_split_equals_sklearn_train_test_split() -> None:
+    from sklearn.model_selection import train_test_split
+
+    y = torch.arange(101) % 3 == 0
+    train, test = split_indices(y, split="paper", seed=42)
+    ref_train, ref_test = train_test_split(np.arange(101), test_size=0.3, random_state=42)
+    assert train.tolist() == sorted(ref_train.tolist())
+    assert test.tolist() == sorted(ref_test.tolist())
+
+
 def test_splits() -> None:
     y = torch.arange(100) % 4 == 0
     train, test = split_indices(y, split="stratified", seed=1)
