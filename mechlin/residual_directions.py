@@ -34,6 +34,7 @@ from torch import Tensor
 
 from mechlin import sites
 from mechlin._logreg import fit_l2
+from mechlin.activations import collect_activations
 from mechlin.errors import EmptyInputError
 from mechlin.results import ResultIO, plot_html
 from mechlin.tokens import answer_token
@@ -144,7 +145,6 @@ def _position(n_pos: int, position: Literal["last"] | int) -> int:
     return position % n_pos
 
 
-@torch.no_grad()
 def collect_residuals(
     model: Any,
     texts: Sequence[str],
@@ -156,22 +156,30 @@ def collect_residuals(
 ) -> Float[Tensor, "example d_model"]:
     """The activation at ``site`` of ``layer`` at ``position`` of each text (float32, CPU).
 
-    Texts of the same token length run together in batches (no padding, so no position
-    shifts); the cache holds only that one hook point.
+    A thin view of ``mechlin.collect_activations`` (right-padded batches, exact for a causal
+    model). ``position`` counts the model's input tokens, BOS included; the BOS position itself
+    is refused (its activation does not depend on the text).
     """
     name = sites.hook_name(model, site, layer)
-    tokens = [model.to_tokens(text)[0] for text in texts]
-    out = torch.zeros(len(texts), int(model.cfg.d_model))
-    by_length: dict[int, list[int]] = {}
-    for i, t in enumerate(tokens):
-        by_length.setdefault(len(t), []).append(i)
-    for n_pos, idx in by_length.items():
-        pos = _position(n_pos, position)
-        for chunk in torch.tensor(idx).split(batch_size):
-            batch = torch.stack([tokens[i] for i in chunk.tolist()])  # (batch, pos)
-            _, cache = model.run_with_cache(batch, names_filter=[name])
-            out[chunk] = cache[name][:, pos].float().cpu()
-    return out
+    acts = collect_activations(
+        model,
+        texts,
+        hooks=[name],
+        pooling="last" if position == "last" else "none",
+        batch_size=batch_size,
+        max_tokens=None,
+        progress=False,
+    )
+    if position == "last":
+        return acts[name].float()
+    n_bos = 1 if bool(model.cfg.default_prepend_bos) else 0
+    rows = []
+    for i in range(len(texts)):
+        pos = _position(int(acts.n_tokens[i]) + n_bos, position)
+        if pos < n_bos:
+            raise IndexError(f"position {position} of text {i} is the BOS token: pick a later one")
+        rows.append(acts.rows_of(i)[pos - n_bos])
+    return acts[name][torch.stack(rows)].float()
 
 
 def _split(labels: Tensor, groups: Tensor | None, test_fraction: float, seed: int) -> Tensor:

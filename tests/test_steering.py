@@ -263,3 +263,11 @@ def test_smollm2_gender_direction_in_the_residual_stream(smollm2) -> None:
     pairs = [(f"Yesterday I met the {a}", f"Yesterday I met the {b}") for a, b in words]
     result = residual_direction(smollm2, pairs, layer=15, test_fraction=0.34)
     assert result.test_accuracy >= 0.75
+
+
+def test_collect_residuals_refuses_the_bos_position(tiny) -> None:
+    with pytest.raises(IndexError, match="BOS"):
+        collect_residuals(tiny, TEXTS, layer=0, position=0)
+    last = collect_residuals(tiny, TEXTS, layer=0)
+    minus_one = collect_residuals(tiny, TEXTS, layer=0, position=-1)
+    assert torch.equal(last, minus_one)
