@@ -1,7 +1,7 @@
 """Causal tracing speed: mechlin against the ROME-style loop and TransformerLens patching, one run.
 
 On the same model and prompt, each method runs in its own process (so peak memory is its own):
-  mechlin       mechlin.causal_trace (layer replay: reruns only what a restoration can change)
+  mechlin       mechlin.recall.tracing (layer replay: reruns only what a restoration can change)
   rome          the ROME loop: one forward of batch 1 + n_samples per (layer, token) cell
                 (tests/reference/causal_trace_ref.py, the equivalence tests' reference)
   tl_patching   TransformerLens generic_activation_patch over (layer, pos) of resid_post: one
@@ -41,7 +41,7 @@ def _rss_mb() -> float:
 def worker(args: argparse.Namespace) -> None:
     sys.path.insert(0, str(ROOT))
     import mechlin
-    from mechlin.causal_trace import causal_trace
+    from mechlin.recall.tracing import causal_trace
     from tests.reference.causal_trace_ref import reference_trace
 
     model = mechlin.load_model(args.model, device=args.device)
@@ -120,7 +120,7 @@ def mac_bound(model_name: str, kind: str) -> tuple[float, float]:
     """Multiply-adds of the ROME loop and of a perfect implementation (noise mode, 10 samples)."""
     sys.path.insert(0, str(ROOT))
     import mechlin
-    from mechlin.causal_trace import window_layers
+    from mechlin.recall.tracing import window_layers
 
     model = mechlin.load_model(model_name, device="cpu")
     c = model.cfg

@@ -33,8 +33,8 @@ def main() -> None:
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
     import mechlin
-    from mechlin.causal_trace import window_layers
-    from mechlin.knockout import knockout_probs, source_positions
+    from mechlin.recall.knockout import knockout_probs, source_positions
+    from mechlin.recall.tracing import window_layers
     from tests.reference.knockout_ref import reference_knockout
 
     model = mechlin.load_model(args.model, device=args.device)

@@ -49,8 +49,8 @@ def _rss_mb() -> float:
 def worker(args: argparse.Namespace) -> None:
     sys.path.insert(0, str(ROOT))
     import mechlin
-    from mechlin.activations import collect_activations
-    from mechlin.feature_data import language_identity
+    from mechlin.datasets.features import language_identity
+    from mechlin.neurons.activations import collect_activations
 
     model = mechlin.load_model(args.model, device=args.device)
     texts = list(language_identity(n_per_language=args.n_per_language).texts)
@@ -112,9 +112,9 @@ def sweep_benchmark(args: argparse.Namespace) -> dict[str, float]:
     from sklearn.linear_model import LogisticRegression
 
     import mechlin
-    from mechlin.activations import collect_activations
-    from mechlin.feature_data import language_identity
-    from mechlin.sparse_probe import (
+    from mechlin.datasets.features import language_identity
+    from mechlin.neurons.activations import collect_activations
+    from mechlin.neurons.probing import (
         binary_labels,
         neuron_scores,
         probe_sweep,

@@ -23,7 +23,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 import mechlin
-from mechlin.facts import known_facts, load_known_1000
+from mechlin.datasets.facts import known_facts, load_known_1000
 from mechlin.results import figure_to_html
 from mechlin.viz import write_report
 
@@ -56,7 +56,7 @@ for name in args.models:
     fact = chosen[0]
     singles = []
     for kind in ("resid", "mlp", "attn"):
-        trace = mechlin.causal_trace(
+        trace = mechlin.recall.tracing(
             model, fact.prompt, fact.subject, kind=kind, n_samples=args.n_samples
         )
         fig = trace.plot()

@@ -29,11 +29,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 import mechlin
-from mechlin.concept_tests import linearity_test, orthogonality, separability
-from mechlin.concepts import concept_directions
-from mechlin.residual_directions import interchange_along, residual_direction
+from mechlin.directions.concepts import concept_directions
+from mechlin.directions.measures import linearity_test, orthogonality, separability
+from mechlin.directions.residual import interchange_along, residual_direction
+from mechlin.directions.steering import steering_sweep
 from mechlin.results import figure_to_html
-from mechlin.steering import steering_sweep
 from mechlin.viz import write_report
 
 parser = argparse.ArgumentParser(description="Park et al.'s linear concept directions")

@@ -20,8 +20,8 @@ import matplotlib
 matplotlib.use("Agg")
 
 import mechlin
-from mechlin.countries import country_facts
-from mechlin.facts import load_known_1000
+from mechlin.datasets.countries import country_facts
+from mechlin.datasets.facts import load_known_1000
 
 parser = argparse.ArgumentParser(description="Geva et al.'s dissection of factual recall")
 parser.add_argument("--model", default="gemma-3-270m", choices=sorted(mechlin.BUNDLED_MODELS))

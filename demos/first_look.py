@@ -23,8 +23,8 @@ import matplotlib.pyplot as plt
 import torch
 
 import mechlin
-from mechlin.facts import load_known_1000, next_token_logits
-from mechlin.lens import answer_lens
+from mechlin.datasets.facts import load_known_1000, next_token_logits
+from mechlin.recall.lens import answer_lens
 from mechlin.results import figure_to_html
 from mechlin.viz import attention_pattern_html, write_report
 

@@ -22,11 +22,11 @@ import time
 from pathlib import Path
 
 import mechlin
-from mechlin import feature_data as fd
-from mechlin.activations import collect_activations
-from mechlin.neurons import classify_neurons, neuron_activations_html
+from mechlin.datasets import features as fd
+from mechlin.neurons.activations import collect_activations
+from mechlin.neurons.probing import probe_sweep
+from mechlin.neurons.verdicts import classify_neurons, neuron_activations_html
 from mechlin.results import plot_html
-from mechlin.sparse_probe import probe_sweep
 
 OUT = Path(__file__).resolve().parent / "out"
 

@@ -1,54 +1,92 @@
-"""mechlin: mechanistic interpretability of language models, on TransformerLens."""
+"""mechlin: mechanistic interpretability of language models, on TransformerLens.
 
-from mechlin.activations import NeuronActivations, collect_activations
-from mechlin.attributes import (
-    AttributesRate,
-    SublayerKnockout,
-    attributes_rate,
-    sublayer_knockout_rate,
-)
-from mechlin.causal_effects import AverageCausalEffects, average_causal_effects
-from mechlin.causal_trace import CausalTrace, causal_trace, embedding_std
-from mechlin.concept_tests import (
+Foundations at the top (``models``, ``tiny``, ``sites``, ``tokens``, ``results``, ``viz``,
+``errors``), shipped data in ``mechlin.datasets``, and one subpackage per research area:
+``mechlin.recall`` (how facts are recalled), ``mechlin.neurons`` (sparse probing of neurons),
+``mechlin.directions`` (linear concept directions). Every public name is re-exported here.
+"""
+
+from mechlin.datasets import FeatureDataset, load_concepts
+from mechlin.directions import (
+    ConceptDirections,
+    Interchange,
     LinearityTest,
     Orthogonality,
+    ResidualDirection,
     Separability,
+    SteeringSweep,
+    concept_directions,
+    interchange_along,
     linearity_test,
     orthogonality,
+    residual_direction,
     separability,
+    steer,
+    steering_sweep,
 )
-from mechlin.concepts import ConceptDirections, ConceptPairError, concept_directions, load_concepts
-from mechlin.dissect import RecallDissection, dissect_recall
 from mechlin.errors import (
+    ArgumentError,
+    ArgumentTypeError,
+    BigramNotFoundError,
+    ConceptPairError,
     EmptyInputError,
     MechlinError,
     MissingHookError,
     MissingModelPackageError,
     MultiTokenAnswerError,
+    NotAStoreError,
+    NotInResultError,
+    OptimizationError,
+    OutOfRangeError,
+    ProbeInputError,
+    StoreMismatchError,
     SubjectNotFoundError,
+    TokenizationError,
+    TooFewPairsError,
     UnknownModelError,
 )
-from mechlin.extraction import ExtractionRates, extraction_rates
-from mechlin.feature_data import FeatureDataset
-from mechlin.knockout import KnockoutCurve, KnockoutCurves, attention_knockout, knockout_curves
 from mechlin.models import BUNDLED_MODELS, load_hf_model, load_model
-from mechlin.neurons import FeatureVerdict, NeuronReport, classify_neurons
-from mechlin.residual_directions import (
-    Interchange,
-    ResidualDirection,
-    interchange_along,
-    residual_direction,
+from mechlin.neurons import (
+    FeatureVerdict,
+    NeuronActivations,
+    NeuronReport,
+    ProbeSweep,
+    SparseProbeResult,
+    classify_neurons,
+    collect_activations,
+    probe_sweep,
+    sparse_probe,
+)
+from mechlin.recall import (
+    AttributesRate,
+    AverageCausalEffects,
+    CausalTrace,
+    ExtractionRates,
+    KnockoutCurve,
+    KnockoutCurves,
+    RecallDissection,
+    SublayerKnockout,
+    attention_knockout,
+    attributes_rate,
+    average_causal_effects,
+    causal_trace,
+    dissect_recall,
+    embedding_std,
+    extraction_rates,
+    knockout_curves,
+    sublayer_knockout_rate,
 )
 from mechlin.sites import hook_name, hook_names, unembed
-from mechlin.sparse_probe import ProbeSweep, SparseProbeResult, probe_sweep, sparse_probe
-from mechlin.steering import SteeringSweep, steer, steering_sweep
 from mechlin.tiny import tiny_model
 from mechlin.tokens import answer_token, answer_tokens, find_subject_span
 
 __all__ = [
     "BUNDLED_MODELS",
+    "ArgumentError",
+    "ArgumentTypeError",
     "AttributesRate",
     "AverageCausalEffects",
+    "BigramNotFoundError",
     "CausalTrace",
     "ConceptDirections",
     "ConceptPairError",
@@ -66,15 +104,23 @@ __all__ = [
     "MultiTokenAnswerError",
     "NeuronActivations",
     "NeuronReport",
+    "NotAStoreError",
+    "NotInResultError",
+    "OptimizationError",
     "Orthogonality",
+    "OutOfRangeError",
+    "ProbeInputError",
     "ProbeSweep",
     "RecallDissection",
     "ResidualDirection",
     "Separability",
     "SparseProbeResult",
     "SteeringSweep",
+    "StoreMismatchError",
     "SubjectNotFoundError",
     "SublayerKnockout",
+    "TokenizationError",
+    "TooFewPairsError",
     "UnknownModelError",
     "answer_token",
     "answer_tokens",

@@ -223,6 +223,24 @@ def finish_bridge(bridge: TransformerBridge, tokenizer: PreTrainedTokenizerBase)
     bridge.eval()
 
 
+def boot_bridge(
+    name: str,
+    hf_model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    device: str | torch.device,
+    dtype: torch.dtype,
+) -> TransformerBridge:
+    """The one boot sequence: wrap a loaded Hugging Face model and tokenizer in a bridge."""
+    from transformer_lens.model_bridge import TransformerBridge  # noqa: PLC0415
+
+    bridge = TransformerBridge.boot_transformers(
+        name, hf_model=hf_model, tokenizer=keep_tokenizer(tokenizer), device=device, dtype=dtype
+    )
+    finish_bridge(bridge, tokenizer)
+    return bridge
+
+
 def load_model(
     name: str,
     *,
@@ -247,15 +265,7 @@ def load_model(
     if name in BUNDLED_MODELS:
         spec = BUNDLED_MODELS[name]
         hf_model, tokenizer = load_hf_model(name, dtype=dtype)
-        bridge = TransformerBridge.boot_transformers(
-            spec.hub_name,
-            hf_model=hf_model,
-            tokenizer=keep_tokenizer(tokenizer),
-            device=device,
-            dtype=dtype,
-        )
-        finish_bridge(bridge, tokenizer)
-        return bridge
+        return boot_bridge(spec.hub_name, hf_model, tokenizer, device=device, dtype=dtype)
 
     path = Path(name).expanduser()
     if path.is_dir():
@@ -267,15 +277,7 @@ def load_model(
         )
         if not hf_model.config.architectures:
             hf_model.config.architectures = [type(hf_model).__name__]
-        bridge = TransformerBridge.boot_transformers(
-            str(path),
-            hf_model=hf_model,
-            tokenizer=keep_tokenizer(tokenizer),
-            device=device,
-            dtype=dtype,
-        )
-        finish_bridge(bridge, tokenizer)
-        return bridge
+        return boot_bridge(str(path), hf_model, tokenizer, device=device, dtype=dtype)
     if path.exists() or (os.sep in name and not _looks_like_hub_id(name)):
         raise UnknownModelError(
             _unknown_name_message(name, reason="no such directory (or not a directory)")

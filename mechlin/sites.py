@@ -28,12 +28,13 @@ hook points it does have) when it does not. The vocabulary is TransformerLens's:
 from __future__ import annotations
 
 import difflib
-from typing import Any, Literal, get_args
+from typing import Literal, get_args
 
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from torch import Tensor
 
-from mechlin.errors import MissingHookError
+from mechlin._types import Model
+from mechlin.errors import ArgumentError, MissingHookError, OutOfRangeError
 
 LayerSite = Literal[
     "resid_pre",
@@ -80,30 +81,30 @@ assert set(_LAYER_PATTERNS) == set(get_args(LayerSite))
 assert set(_MODEL_NAMES) == set(get_args(ModelSite))
 
 
-def n_layers(model: Any) -> int:
+def n_layers(model: Model) -> int:
     return int(model.cfg.n_layers)
 
 
-def check_layer(model: Any, layer: int) -> int:
+def check_layer(model: Model, layer: int) -> int:
     """Return ``layer`` as a non-negative index, or raise if the model has no such layer."""
     n = n_layers(model)
     if not -n <= layer < n:
-        raise IndexError(f"layer {layer} is out of range: the model has layers 0..{n - 1}")
+        raise OutOfRangeError(f"layer {layer} is out of range: the model has layers 0..{n - 1}")
     return layer % n
 
 
-def hook_name(model: Any, site: Site, layer: int | None = None) -> str:
+def hook_name(model: Model, site: Site, layer: int | None = None) -> str:
     """The hook point of ``site`` (at ``layer`` for per-layer sites), checked to exist."""
     if site in _LAYER_PATTERNS:
         if layer is None:
-            raise ValueError(f"site {site!r} is per layer: pass layer=")
+            raise ArgumentError(f"site {site!r} is per layer: pass layer=")
         name = _LAYER_PATTERNS[site].format(layer=check_layer(model, layer))
     elif site in _MODEL_NAMES:
         if layer is not None:
-            raise ValueError(f"site {site!r} is not per layer: do not pass layer=")
+            raise ArgumentError(f"site {site!r} is not per layer: do not pass layer=")
         name = _MODEL_NAMES[site]
     else:
-        raise ValueError(
+        raise ArgumentError(
             f"unknown site {site!r}; sites are {sorted(_LAYER_PATTERNS) + sorted(_MODEL_NAMES)}"
         )
     hooks = model.hook_dict
@@ -116,13 +117,13 @@ def hook_name(model: Any, site: Site, layer: int | None = None) -> str:
     return name
 
 
-def hook_names(model: Any, site: LayerSite) -> list[str]:
+def hook_names(model: Model, site: LayerSite) -> list[str]:
     """The hook point of a per-layer ``site`` in every layer, in layer order."""
     return [hook_name(model, site, layer) for layer in range(n_layers(model))]
 
 
 def unembed(
-    model: Any, resid: Float[Tensor, "... d_model"], *, apply_norm: bool = True
+    model: Model, resid: Float[Tensor, "... d_model"], *, apply_norm: bool = True
 ) -> Float[Tensor, "... d_vocab"]:
     """Read residual-stream vectors as logits: the model's final norm, then its unembedding.
 
@@ -133,3 +134,16 @@ def unembed(
 
     readout = logit_readout(model, resid, apply_ln=apply_norm, return_type="logits")
     return readout.values
+
+
+def str_tokens(model: Model, ids: Int[Tensor, " pos"]) -> list[str]:
+    """The text of each token of one row of ids, as the model's tokenizer shows it."""
+    return [str(t) for t in model.to_str_tokens(ids)]
+
+
+def unembedding_matrix(model: Model) -> Tensor:
+    """The model's unembedding ``W_U`` (d_model, d_vocab), detached, shape checked."""
+    w_u = model.W_U
+    if w_u.ndim != 2 or w_u.shape[0] != model.cfg.d_model:
+        raise ArgumentError(f"expected W_U of shape (d_model, d_vocab), got {tuple(w_u.shape)}")
+    return w_u.detach()

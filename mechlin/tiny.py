@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
-from mechlin.models import finish_bridge, keep_tokenizer
+from mechlin.errors import ArgumentError
+from mechlin.models import boot_bridge
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -108,7 +109,7 @@ def tiny_hf_model(
         )
         model = Gemma3ForCausalLM(config)
     else:
-        raise ValueError(f"arch must be 'llama' or 'gemma3', not {arch!r}")
+        raise ArgumentError(f"arch must be 'llama' or 'gemma3', not {arch!r}")
     # Random init leaves the norms at their identity value; perturb them so tests see them.
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -136,8 +137,6 @@ def tiny_model(
     >>> model.cfg.n_layers, model.cfg.n_heads, model.cfg.n_key_value_heads
     (3, 4, 2)
     """
-    from transformer_lens.model_bridge import TransformerBridge  # noqa: PLC0415
-
     tokenizer = tiny_tokenizer(add_bos=add_bos)
     hf_model = tiny_hf_model(
         arch=arch,
@@ -150,12 +149,5 @@ def tiny_model(
         vocab_size=len(tokenizer),
     )
     hf_model.to(dtype=dtype)  # type: ignore[call-arg]  # transformers stubs mistype .to
-    bridge = TransformerBridge.boot_transformers(
-        f"mechlin-tiny-{arch}",
-        hf_model=hf_model,
-        tokenizer=keep_tokenizer(tokenizer),
-        device="cpu",
-        dtype=dtype,
-    )
-    finish_bridge(bridge, tokenizer)
+    bridge = boot_bridge(f"mechlin-tiny-{arch}", hf_model, tokenizer, device="cpu", dtype=dtype)
     return bridge

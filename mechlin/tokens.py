@@ -14,7 +14,13 @@ from typing import Literal, Protocol, runtime_checkable
 
 import torch
 
-from mechlin.errors import EmptyInputError, MultiTokenAnswerError, SubjectNotFoundError
+from mechlin.errors import (
+    ArgumentError,
+    EmptyInputError,
+    MultiTokenAnswerError,
+    SubjectNotFoundError,
+    TokenizationError,
+)
 
 
 @runtime_checkable
@@ -29,9 +35,9 @@ class TokenizingModel(Protocol):
 def _encode(model: TokenizingModel, text: str) -> tuple[list[int], list[tuple[int, int]]]:
     tokenizer = model.tokenizer
     if tokenizer is None:
-        raise ValueError("the model has no tokenizer; load it with mechlin.load_model")
+        raise ArgumentError("the model has no tokenizer; load it with mechlin.load_model")
     if not getattr(tokenizer, "is_fast", False):
-        raise ValueError(
+        raise ArgumentError(
             f"{type(tokenizer).__name__} is a slow tokenizer and gives no character offsets; "
             "load the model with a fast (Rust) tokenizer"
         )
@@ -53,7 +59,7 @@ def prompt_offset(model: TokenizingModel, prompt: str) -> tuple[list[int], int]:
     full = model.to_tokens(prompt)[0].tolist()
     shift = len(full) - len(ids)
     if shift < 0 or full[shift:] != ids:
-        raise RuntimeError(
+        raise TokenizationError(
             "model.to_tokens(prompt) does not equal the tokenizer's ids plus a prefix; "
             f"to_tokens: {full}, tokenizer: {ids}"
         )
@@ -101,7 +107,7 @@ def find_subject_span(
     try:
         c0 = starts[occurrence]
     except IndexError:
-        raise ValueError(
+        raise ArgumentError(
             f"occurrence={occurrence} but subject {needle!r} occurs {len(starts)} time(s) "
             f"in {prompt!r} (at characters {starts})"
         ) from None

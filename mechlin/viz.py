@@ -1,4 +1,8 @@
-"""HTML views that open offline: circuitsvis views with their script inlined, and reports.
+"""Figures and HTML views: the one module that imports pyplot, and views that open offline.
+
+``axes(ax, figsize=...)`` and ``figure(nrows, ncols, fig=...)`` are how every result's ``plot``
+gets its figure (a new one, or the caller's); ``plot_html`` / ``figure_to_html`` embed a figure
+in HTML as an inline PNG. ``write_report`` writes one standalone page.
 
 circuitsvis renders by importing its JavaScript from a CDN unless told otherwise, which shows a
 blank page with no network. ``circuitsvis_html`` always uses the bundled script that ships in
@@ -14,21 +18,83 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 
+from mechlin._store import atomic_write
+from mechlin._types import Model
+from mechlin.errors import ArgumentError, ArgumentTypeError
 from mechlin.sites import check_layer, hook_name
+
+Size = tuple[float | int, float | int]  # (width, height) in inches
+
+
+def _pyplot() -> Any:
+    import matplotlib.pyplot as plt  # noqa: PLC0415  (pyplot is slow to import: only when drawn)
+
+    return plt
+
+
+def axes(ax: Any = None, *, figsize: Size = (6.0, 4.0)) -> tuple[Any, Any]:
+    """(figure, axes) to draw into: ``ax`` and its figure, or a new figure of ``figsize``."""
+    if ax is not None:
+        return ax.figure, ax
+    fig, new = _pyplot().subplots(figsize=figsize)
+    return fig, new
+
+
+def figure(
+    nrows: int = 1,
+    ncols: int = 1,
+    *,
+    fig: Any = None,
+    figsize: Size = (10.0, 4.0),
+    **kwargs: Any,
+) -> tuple[Any, Any]:
+    """(figure, array of axes) for a multi-panel plot: a new figure, or panels on ``fig``."""
+    if fig is None:
+        return _pyplot().subplots(nrows, ncols, figsize=figsize, squeeze=False, **kwargs)
+    fig.clear()
+    return fig, fig.subplots(nrows, ncols, squeeze=False, **kwargs)
+
+
+def close(fig: Any) -> None:
+    """Close a figure made here (frees its memory; nothing is shown)."""
+    _pyplot().close(fig)
+
+
+def figure_to_html(fig: Any) -> str:
+    """Embed a matplotlib figure in HTML as an inline PNG (no external files)."""
+    import base64  # noqa: PLC0415
+    import io  # noqa: PLC0415
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight", dpi=110)
+    data = base64.b64encode(buf.getvalue()).decode("ascii")
+    return f'<img src="data:image/png;base64,{data}"/>'
+
+
+def plot_html(result: Any) -> str:
+    """``result.plot()`` as an inline PNG, the figure closed afterwards."""
+    fig = result.plot()
+    try:
+        return figure_to_html(fig)
+    finally:
+        close(fig)
 
 
 def circuitsvis_html(rendered: Any) -> str:
     """The self-contained HTML of a circuitsvis object (script inlined, no CDN)."""
     local = getattr(rendered, "local_src", None)
     if not isinstance(local, str):
-        raise TypeError(f"expected a circuitsvis RenderedHTML, got {type(rendered).__name__}")
+        raise ArgumentTypeError(
+            f"expected a circuitsvis RenderedHTML, got {type(rendered).__name__}"
+        )
     return local
 
 
 @torch.no_grad()
 def attention_pattern_html(
-    model: Any, prompt: str, layer: int, *, heads: Sequence[int] | None = None
+    model: Model, prompt: str, layer: int, *, heads: Sequence[int] | None = None
 ) -> str:
     """circuitsvis view of the attention patterns of ``heads`` (default: all) in ``layer``."""
     import circuitsvis as cv  # noqa: PLC0415
@@ -66,19 +132,18 @@ section{{margin-bottom:2.5em}}</style></head>
 """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(path)
+    with atomic_write(path) as tmp:
+        tmp.write_text(page, encoding="utf-8")
     return path
 
 
 @torch.no_grad()
-def head_patterns_html(model: Any, prompt: str, heads: Sequence[tuple[int, int]]) -> str:
+def head_patterns_html(model: Model, prompt: str, heads: Sequence[tuple[int, int]]) -> str:
     """circuitsvis view of the attention patterns of (layer, head) pairs from any layers."""
     import circuitsvis as cv  # noqa: PLC0415
 
     if not heads:
-        raise ValueError("no heads given: pass (layer, head) pairs")
+        raise ArgumentError("no heads given: pass (layer, head) pairs")
     names = sorted({hook_name(model, "attn_pattern", layer) for layer, _ in heads})
     tokens = model.to_tokens(prompt)
     _, cache = model.run_with_cache(tokens, names_filter=names)
@@ -91,3 +156,19 @@ def head_patterns_html(model: Any, prompt: str, heads: Sequence[tuple[int, int]]
         attention_head_names=[f"L{layer}H{head}" for layer, head in heads],
     )
     return circuitsvis_html(rendered)
+
+
+def gram_heatmap(
+    gram: Tensor, names: Sequence[str], *, title: str = "", ax: Any = None, vmax: float = 1.0
+) -> Any:
+    """|gram| as a heatmap with concept names on both axes; returns the figure."""
+    n = len(names)
+    fig, ax = axes(ax, figsize=(0.25 * n + 2.5, 0.25 * n + 2))
+    img = ax.imshow(gram.abs().float().numpy(), cmap="viridis", vmin=0, vmax=vmax)
+    ax.set_xticks(range(n))
+    ax.set_xticklabels(names, rotation=90, fontsize=6)
+    ax.set_yticks(range(n))
+    ax.set_yticklabels(names, fontsize=6)
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(img, ax=ax, fraction=0.046)
+    return fig

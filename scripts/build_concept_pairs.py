@@ -1,4 +1,4 @@
-"""Build mechlin/data/concepts.json: counterfactual word pairs for linear concept directions.
+"""Build mechlin/datasets/data/concepts.json: counterfactual word pairs for linear concept directions.
 
 Run at development time (the package only reads the JSON):
     python scripts/build_concept_pairs.py
@@ -8,7 +8,7 @@ set (Gladkova et al. 2016) plus their language pairs, but every word list below 
 hand for mechlin (MIT); nothing is copied from BATS. Inflection tables, derivations,
 gender pairs, meronyms, colours and translations are common English (and French / Spanish /
 German) vocabulary. ``country -> capital`` and ``country -> language`` come from
-``mechlin/data/countries.json`` (PyPI ``countryinfo`` 1.0.1, MIT). Derived lists
+``mechlin/datasets/data/countries.json`` (PyPI ``countryinfo`` 1.0.1, MIT). Derived lists
 (``Ving -> Ved``, ``French -> German``, ``lower -> upper``, ...) are joins of the tables here.
 Pairs are kept whatever the tokenizer: ``mechlin.concept_directions`` drops, and reports, the
 pairs whose words are not single tokens for a given model.
@@ -20,7 +20,7 @@ import json
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "mechlin" / "data" / "concepts.json"
+OUT = ROOT / "mechlin" / "datasets" / "data" / "concepts.json"
 HAND = "hand-written for mechlin (MIT); category after BATS 3.0 / Park et al. 2024"
 
 # (infinitive, 3rd person singular, present participle, simple past)
@@ -287,8 +287,10 @@ def build() -> list[dict]:
     for a, b in [(0, 1), (0, 2), (0, 3), (1, 3), (1, 2), (3, 2)]:
         name = f"{LANGUAGES[a]} -> {LANGUAGES[b]}"
         out.append(concept(name, "language", column_pairs(TRANSLATIONS, a, b)))
-    countries = json.loads((ROOT / "mechlin" / "data" / "countries.json").read_text("utf-8"))
-    kb = "mechlin/data/countries.json (PyPI countryinfo 1.0.1, MIT)"
+    countries = json.loads(
+        (ROOT / "mechlin" / "datasets" / "data" / "countries.json").read_text("utf-8")
+    )
+    kb = "mechlin/datasets/data/countries.json (PyPI countryinfo 1.0.1, MIT)"
     capital = [[c["name"], c["capital"]] for c in countries if c["capital"] not in ("", c["name"])]
     out.append(concept("country -> capital", "knowledge", capital, kb))
     language = [[c["name"], c["languages"][0]] for c in countries if c["languages"]]

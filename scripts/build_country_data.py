@@ -1,4 +1,4 @@
-"""Build mechlin/data/countries.json from the `countryinfo` package (MIT licence).
+"""Build mechlin/datasets/data/countries.json from the `countryinfo` package (MIT licence).
 
 Run once at development time (the package itself never needs countryinfo):
     pip install countryinfo==1.0.1 && python scripts/build_country_data.py
@@ -111,7 +111,7 @@ def main() -> None:
             }
         )
     out.sort(key=lambda c: c["name"])
-    path = Path(__file__).resolve().parents[1] / "mechlin" / "data" / "countries.json"
+    path = Path(__file__).resolve().parents[1] / "mechlin" / "datasets" / "data" / "countries.json"
     path.write_text(json.dumps(out, ensure_ascii=False, indent=0))
     print(f"wrote {len(out)} countries to {path}")
 

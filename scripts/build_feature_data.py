@@ -1,7 +1,7 @@
-"""Build mechlin/data/features/ (the sparse-probing feature datasets) from ../shared/data.
+"""Build mechlin/datasets/data/features/ (the sparse-probing feature datasets) from ../shared/data.
 
 Run from the repository root (deterministic: the same input gives the same bytes):
-    python scripts/build_feature_data.py [--shared ../shared/data] [--out mechlin/data/features]
+    python scripts/build_feature_data.py [--shared ../shared/data] [--out mechlin/datasets/data/features]
 
 Writes
 - ``europarl/<lang>.jsonl``: 300 sentences per language, ``{"line", "text"}``, spread evenly
@@ -11,7 +11,7 @@ Writes
 - ``gutenberg_broad.jsonl``: 38 paragraphs (40-150 words) from each of eight prose books,
   ``{"book", "text"}``, interleaved book by book; hard line breaks joined into spaces.
 - ``gutenberg_compounds.jsonl``: ``{"id", "book", "text"}`` sentences (4-80 words) of the same
-  books holding an occurrence of a chosen bigram (``mechlin.feature_data.COMPOUND_BIGRAMS``):
+  books holding an occurrence of a chosen bigram (``mechlin.datasets.features.COMPOUND_BIGRAMS``):
   for each bigram and kind (positive, first_only, second_only) up to 100 sentences, spread
   evenly through the books.
 """
@@ -23,7 +23,7 @@ import json
 import re
 from pathlib import Path
 
-from mechlin.feature_data import COMPOUND_BIGRAMS, LANGUAGES, bigram_occurrences
+from mechlin.datasets.features import COMPOUND_BIGRAMS, LANGUAGES, bigram_occurrences
 
 ROOT = Path(__file__).resolve().parents[1]
 PROSE_BOOKS = (
@@ -182,7 +182,9 @@ def build(shared: Path, out: Path) -> dict[str, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared" / "data")
-    parser.add_argument("--out", type=Path, default=ROOT / "mechlin" / "data" / "features")
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "mechlin" / "datasets" / "data" / "features"
+    )
     args = parser.parse_args()
     for name, n in build(args.shared, args.out).items():
         print(f"{args.out / name}: {n} records")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 import mechlin
-from mechlin.causal_trace import window_layers
+from mechlin.recall.tracing import window_layers
 
 
 @torch.no_grad()

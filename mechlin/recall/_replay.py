@@ -1,0 +1,148 @@
+"""Re-run the tail of a forward pass: from a chosen layer and position on, with the rest cached.
+
+Patching one state (layer l, position t) of a causal model cannot change the layers below l, nor
+any position before t. A patched run therefore only needs the layers from l on, at positions
+t.. on, with the keys and values of positions < t taken from the unpatched run. This module does
+exactly that for Hugging Face decoder-only models wrapped by a ``TransformerBridge``:
+
+1. ``Replayer(model)`` finds the decoder layers (the bridge's ``blocks`` are those very
+   modules, so TransformerLens hooks fire inside them).
+2. ``run(tokens, rows, hooks)`` runs the model once and keeps, per layer, the full keys and
+   values (a plain ``DynamicCache``, so sliding-window layers keep every position too).
+3. ``layer_kwargs(tokens, t)`` records what the model passes each layer (attention mask,
+   rotary embeddings, ...) when positions t.. follow a cached prefix of length t, by running
+   the model once on a batch of one.
+4. ``replay(...)`` then calls the layers directly, from any layer on, with any number of rows,
+   each layer given a cache holding the prefix keys/values of the rows it processes.
+
+The equivalence with full forward passes is tested in ``tests/test_replay.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from typing import Any
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from mechlin._types import Model
+
+HookList = Sequence[tuple[str, Callable[..., Any]]]
+
+
+def decoder_layers(model: Model) -> list[torch.nn.Module] | None:
+    """The HF decoder layers when they are the bridge's blocks, else None (no replay)."""
+    hf = getattr(model, "original_model", None)
+    layers = getattr(getattr(hf, "model", None), "layers", None)
+    blocks = getattr(model, "blocks", None)
+    if layers is None or blocks is None or len(layers) != len(blocks):
+        return None
+    if not all(a is b for a, b in zip(layers, blocks, strict=True)):
+        return None
+    return list(layers)
+
+
+class Replayer:
+    """Runs a bridge's decoder layers directly, with cached prefixes (see the module docstring)."""
+
+    def __init__(self, model: Model) -> None:
+        layers = decoder_layers(model)
+        if layers is None:
+            raise NotImplementedError(
+                f"{type(model.original_model).__name__} has no Hugging Face decoder-layer list "
+                "wrapped by the bridge; layer replay is unavailable"
+            )
+        from transformers import DynamicCache  # noqa: PLC0415
+
+        self.model = model
+        self.hf = model.original_model
+        self.layers = layers
+        self._cache_cls = DynamicCache
+
+    def _hooks(self, hooks: HookList) -> Any:
+        return self.model.hooks(fwd_hooks=list(hooks)) if hooks else nullcontext()
+
+    @torch.no_grad()
+    def run(
+        self, tokens: Tensor, hooks: HookList = ()
+    ) -> tuple[list[Float[Tensor, "batch kv_head pos d_head"]], list[Tensor]]:
+        """Full forward of ``tokens`` [batch, pos]; returns every layer's keys and values."""
+        cache = self._cache_cls()
+        with self._hooks(hooks):
+            self.hf(input_ids=tokens, past_key_values=cache, use_cache=True)
+        keys: list[Tensor] = [layer.keys for layer in cache.layers]  # type: ignore[union-attr,misc]
+        values: list[Tensor] = [layer.values for layer in cache.layers]  # type: ignore[union-attr,misc]
+        return keys, values
+
+    def prefix_cache(
+        self, keys: Sequence[Tensor], values: Sequence[Tensor], t: int, rows: Sequence[Tensor]
+    ) -> Any:
+        """A cache holding positions < t; layer j's batch is ``keys[j][rows[j]]``."""
+        cache = self._cache_cls()
+        if t == 0:
+            return cache
+        for j, (k, v) in enumerate(zip(keys, values, strict=True)):
+            idx = rows[j]
+            cache.update(k[idx, :, :t], v[idx, :, :t], j)
+        return cache
+
+    @torch.no_grad()
+    def layer_kwargs(
+        self, tokens: Tensor, keys: Sequence[Tensor], values: Sequence[Tensor], t: int
+    ):
+        """What the model passes each layer when positions t.. follow a cached prefix of t."""
+        recorded: dict[int, dict[str, Any]] = {}
+
+        def record(j: int) -> Callable[..., None]:
+            def pre_hook(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+                kw = dict(kwargs)
+                kw.pop("hidden_states", None)
+                kw.pop("past_key_values", None)
+                if len(args) > 1:
+                    raise NotImplementedError("decoder layer takes extra positional arguments")
+                recorded[j] = kw
+
+            return pre_hook
+
+        handles = [
+            layer.register_forward_pre_hook(record(j), with_kwargs=True)
+            for j, layer in enumerate(self.layers)
+        ]
+        one = [torch.zeros(1, dtype=torch.long, device=tokens.device)] * len(self.layers)
+        try:
+            cache = self.prefix_cache(keys, values, t, one)
+            self.hf(input_ids=tokens[:1, t:], past_key_values=cache, use_cache=True)
+        finally:
+            for h in handles:
+                h.remove()
+        return [recorded[j] for j in range(len(self.layers))]
+
+    @torch.no_grad()
+    def replay(
+        self,
+        start_layer: int,
+        hidden: Float[Tensor, "rows pos d_model"],
+        joins: dict[int, Tensor],  # each (joining_rows, pos, d_model)
+        kwargs: Sequence[dict[str, Any]],
+        cache: Any,
+        hooks: HookList = (),
+    ) -> Float[Tensor, "all_rows pos d_model"]:
+        """Run layers ``start_layer..`` on ``hidden``; rows in ``joins[j]`` join before layer j.
+
+        ``cache`` must hold, for every layer j, the prefix of exactly the rows that layer
+        processes, in order: the rows of ``hidden``, then those of each join up to j. Returns
+        the residual stream after the last layer (joins at ``n_layers`` are appended to it).
+        """
+        with self._hooks(hooks):
+            for j in range(start_layer, len(self.layers)):
+                if j in joins:
+                    hidden = torch.cat([hidden, joins[j]]) if hidden.numel() else joins[j]
+                out = self.layers[j](hidden, past_key_values=cache, **kwargs[j])
+                hidden = out[0] if isinstance(out, tuple) else out
+        n = len(self.layers)
+        if n in joins:
+            hidden = torch.cat([hidden, joins[n]]) if hidden.numel() else joins[n]
+        return hidden

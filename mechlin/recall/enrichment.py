@@ -1,0 +1,254 @@
+"""Subject enrichment (Geva et al. 2023): how many subject attributes a hidden state encodes.
+
+The residual stream at a position is projected to the vocabulary at every layer (final norm +
+unembedding by default; ``apply_norm=False`` projects the raw state, as the original did with
+E); of the top ``top_k`` (500) tokens, stopwords and tokens of <= 2 characters are dropped and
+the first ``keep`` (50) kept; the *attributes rate* is the share of those found in the
+subject's attribute token set. Geva et al. find it rises through early-middle layers at the
+last subject token (to ~50%) and stays low at other positions. The sublayer-knockout variant
+zeroes the MLP (or attention) outputs of a window of layers and measures how much the rate at a
+later layer drops: the MLPs of early layers do most of the enrichment.
+
+Attribute sets may come from any source (a mapping subject -> attribute words). mechlin ships
+one built from a real knowledge base (``mechlin.datasets.countries.country_attributes``). An attribute
+word contributes the tokens of " word" and "word" that survive the same filter.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib.resources import files
+from typing import Any, Literal
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from mechlin import sites, viz
+from mechlin._types import Model
+from mechlin.datasets.facts import Fact, _as_fact
+from mechlin.errors import EmptyInputError
+from mechlin.results import Result
+from mechlin.tokens import find_subject_span
+
+POSITIONS = ("first subject token", "last subject token", "first subsequent token", "last token")
+
+
+@lru_cache(maxsize=1)
+def stopwords() -> frozenset[str]:
+    return frozenset(
+        files("mechlin.datasets").joinpath("data/stopwords_en.txt").read_text().split()
+    )
+
+
+def _keep_token(text: str) -> bool:
+    word = text.strip().lower()
+    return len(word) > 2 and word not in stopwords()
+
+
+def attribute_token_ids(model: Model, words: Iterable[str]) -> set[int]:
+    """Token ids of the attribute words (with and without a leading space), filtered."""
+    ids: set[int] = set()
+    for phrase in words:
+        for word in phrase.replace("-", " ").split():
+            for text in (" " + word, word):
+                for i in model.tokenizer(text, add_special_tokens=False)["input_ids"]:
+                    if _keep_token(model.tokenizer.decode([i])):
+                        ids.add(i)
+    return ids
+
+
+@dataclass(frozen=True)
+class AttributesRate(Result):
+    """Mean attributes rate per position kind and layer (with its standard error)."""
+
+    rate: Float[Tensor, "position layer"]
+    se: Float[Tensor, "position layer"]
+    positions: tuple[str, ...]
+    n_facts: int  # facts measured
+    skipped: tuple[
+        str, ...
+    ]  # subjects with no usable attribute tokens (reported, not dropped silently)
+    top_k: int
+    keep: int
+    apply_norm: bool
+
+    def plot(self, ax: Any = None) -> Any:
+        """Attributes rate by layer, one curve per position, 95% bands; returns the figure."""
+        fig, ax = viz.axes(ax, figsize=(6, 3.5))
+        layers = range(self.rate.shape[1])
+        for p, name in enumerate(self.positions):
+            m, e = 100 * self.rate[p], 196 * self.se[p]
+            ax.plot(layers, m.numpy(), label=name)
+            ax.fill_between(layers, (m - e).numpy(), (m + e).numpy(), alpha=0.2)
+        ax.set_xlabel("layer")
+        ax.set_ylabel("attributes rate (%)")
+        ax.set_title(f"Subject enrichment ({self.n_facts} facts)", fontsize=9)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        return fig
+
+
+def _rate(
+    model: Model, resid: Tensor, attr: set[int], top_k: int, keep: int, apply_norm: bool
+) -> Tensor:
+    """Attributes rate of each vector in ``resid`` [..., d_model] -> [...]."""
+    logits = sites.unembed(model, resid, apply_norm=apply_norm)
+    k = min(top_k, logits.shape[-1])
+    top = logits.topk(k, dim=-1).indices.reshape(-1, k).tolist()
+    rates = []
+    for row in top:
+        kept = [i for i in row if _keep_token(model.tokenizer.decode([i]))][:keep]
+        rates.append(sum(i in attr for i in kept) / max(1, len(kept)))
+    return torch.tensor(rates).reshape(resid.shape[:-1])
+
+
+def _prepare(
+    model: Model, facts: Iterable[Any], attributes: Mapping[str, Iterable[str]]
+) -> tuple[list[tuple[Fact, set[int]]], list[str]]:
+    items = [_as_fact(f) for f in facts]
+    if not items:
+        raise EmptyInputError("no facts given: pass a non-empty list of facts")
+    if not attributes:
+        raise EmptyInputError(
+            "the attribute mapping is empty: pass subject -> attribute words, e.g. "
+            "mechlin.datasets.countries.country_attributes()"
+        )
+    usable, skipped = [], []
+    for fact in items:
+        ids = attribute_token_ids(model, attributes.get(fact.subject, ()))
+        (usable.append((fact, ids)) if ids else skipped.append(fact.subject))
+    if not usable:
+        raise EmptyInputError(
+            f"none of the {len(items)} subjects has attribute tokens (subjects missing from "
+            f"the mapping or with only stopwords/short words): {sorted(set(skipped))[:10]}"
+        )
+    return usable, skipped
+
+
+@torch.no_grad()
+def attributes_rate(
+    model: Model,
+    facts: Iterable[Fact | dict[str, Any] | Sequence[str]],
+    attributes: Mapping[str, Iterable[str]],
+    *,
+    top_k: int = 500,
+    keep: int = 50,
+    apply_norm: bool = True,
+    progress: bool = True,
+) -> AttributesRate:
+    """Attributes rate of ``resid_post`` at every layer at four positions, averaged over facts."""
+    usable, skipped = _prepare(model, facts, attributes)
+    n_layers = int(model.cfg.n_layers)
+    names = sites.hook_names(model, "resid_post")
+    per_fact = []
+    for fact, attr in tqdm(usable, desc="attributes rate", disable=not progress):
+        tokens = model.to_tokens(fact.prompt)
+        n_pos = tokens.shape[1]
+        s0, s1 = find_subject_span(model, fact.prompt, fact.subject)
+        pos = [s0, s1 - 1, min(s1, n_pos - 1), n_pos - 1]
+        _, cache = model.run_with_cache(tokens, names_filter=names)
+        resid = torch.stack([cache[n][0, pos] for n in names], dim=1)  # (position, layer, d)
+        per_fact.append(_rate(model, resid, attr, top_k, keep, apply_norm))
+    stack = torch.stack(per_fact)  # (fact, position, layer)
+    n = stack.shape[0]
+    se = stack.std(0) / math.sqrt(n) if n > 1 else torch.zeros(len(POSITIONS), n_layers)
+    return AttributesRate(
+        rate=stack.mean(0),
+        se=se,
+        positions=POSITIONS,
+        n_facts=n,
+        skipped=tuple(skipped),
+        top_k=top_k,
+        keep=keep,
+        apply_norm=apply_norm,
+    )
+
+
+@dataclass(frozen=True)
+class SublayerKnockout(Result):
+    """Attributes rate at ``at_layer`` (last subject token) with a window of sublayers zeroed."""
+
+    rate: Float[Tensor, " n_windows"]  # mean rate with the window starting at each layer zeroed
+    baseline: float  # mean rate with nothing zeroed
+    starts: tuple[int, ...]
+    sublayer: str
+    window: int
+    at_layer: int
+    n_facts: int
+
+    def plot(self, ax: Any = None) -> Any:
+        fig, ax = viz.axes(ax, figsize=(6, 3))
+        ax.plot(self.starts, (100 * self.rate).numpy(), marker=".", label=f"{self.sublayer} zeroed")
+        ax.axhline(100 * self.baseline, color="grey", ls="--", label="no knockout")
+        ax.set_xlabel(f"first layer of the zeroed window ({self.window} layers)")
+        ax.set_ylabel(f"attributes rate at layer {self.at_layer} (%)")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        return fig
+
+
+@torch.no_grad()
+def sublayer_knockout_rate(
+    model: Model,
+    facts: Iterable[Fact | dict[str, Any] | Sequence[str]],
+    attributes: Mapping[str, Iterable[str]],
+    *,
+    sublayer: Literal["mlp", "attn"] = "mlp",
+    at_layer: int | None = None,
+    window: int = 10,
+    top_k: int = 500,
+    keep: int = 50,
+    apply_norm: bool = True,
+    progress: bool = True,
+) -> SublayerKnockout:
+    """Zero ``sublayer`` outputs (all positions) in windows [s, s+window) ending before
+    ``at_layer`` (default: the last layer) and measure the attributes rate there."""
+    usable, _ = _prepare(model, facts, attributes)
+    n_layers = int(model.cfg.n_layers)
+    at = n_layers - 1 if at_layer is None else sites.check_layer(model, at_layer)
+    window = min(window, at + 1)
+    starts = list(range(0, at - window + 2))
+    site: sites.LayerSite = "mlp_out" if sublayer == "mlp" else "attn_out"
+    target = sites.hook_name(model, "resid_post", at)
+    rates = torch.zeros(len(usable), len(starts) + 1)
+    for f, (fact, attr) in enumerate(tqdm(usable, desc="sublayer knockout", disable=not progress)):
+        tokens = model.to_tokens(fact.prompt)
+        last_subject = find_subject_span(model, fact.prompt, fact.subject)[1] - 1
+        rows = [range(0)] + [range(s, s + window) for s in starts]  # row 0: nothing zeroed
+        batch = tokens.expand(len(rows), -1)
+        hooks: list[tuple[str | Callable[..., Any], Callable[..., Any]]] = []
+        for layer in range(at + 1):
+            zeroed = torch.tensor([r for r, w in enumerate(rows) if layer in w])
+            if len(zeroed):
+
+                def zero(act: Tensor, hook: Any, rows: Tensor = zeroed) -> Tensor:
+                    act = act.clone()
+                    act[rows.to(act.device)] = 0
+                    return act
+
+                hooks.append((sites.hook_name(model, site, layer), zero))
+        saved: list[Tensor] = []
+
+        def save(
+            act: Tensor, hook: Any, saved: list[Tensor] = saved, pos: int = last_subject
+        ) -> None:
+            saved.append(act[:, pos].clone())
+
+        hooks.append((target, save))
+        model.run_with_hooks(batch, fwd_hooks=hooks, stop_at_layer=at + 1)
+        rates[f] = _rate(model, saved[0], attr, top_k, keep, apply_norm)
+    mean = rates.mean(0)
+    return SublayerKnockout(
+        rate=mean[1:],
+        baseline=float(mean[0]),
+        starts=tuple(starts),
+        sublayer=sublayer,
+        window=window,
+        at_layer=at,
+        n_facts=len(usable),
+    )
