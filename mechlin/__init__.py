@@ -47,15 +47,21 @@ from mechlin.errors import (
 )
 from mechlin.models import BUNDLED_MODELS, load_hf_model, load_model
 from mechlin.neurons import (
+    CapacityAllocation,
     FeatureVerdict,
     NeuronActivations,
     NeuronReport,
+    PhaseDiagram,
     ProbeSweep,
     SparseProbeResult,
+    SuperpositionSweep,
+    ToySuperposition,
     classify_neurons,
     collect_activations,
     probe_sweep,
     sparse_probe,
+    superposition_sweep,
+    toy_superposition,
 )
 from mechlin.recall import (
     AttributesRate,
@@ -87,6 +93,7 @@ __all__ = [
     "AttributesRate",
     "AverageCausalEffects",
     "BigramNotFoundError",
+    "CapacityAllocation",
     "CausalTrace",
     "ConceptDirections",
     "ConceptPairError",
@@ -109,6 +116,7 @@ __all__ = [
     "OptimizationError",
     "Orthogonality",
     "OutOfRangeError",
+    "PhaseDiagram",
     "ProbeInputError",
     "ProbeSweep",
     "RecallDissection",
@@ -119,8 +127,10 @@ __all__ = [
     "StoreMismatchError",
     "SubjectNotFoundError",
     "SublayerKnockout",
+    "SuperpositionSweep",
     "TokenizationError",
     "TooFewPairsError",
+    "ToySuperposition",
     "UnknownModelError",
     "answer_token",
     "answer_tokens",
@@ -151,6 +161,8 @@ __all__ = [
     "steer",
     "steering_sweep",
     "sublayer_knockout_rate",
+    "superposition_sweep",
     "tiny_model",
+    "toy_superposition",
     "unembed",
 ]

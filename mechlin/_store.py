@@ -10,14 +10,22 @@ computed with. Opening a directory that holds another kind of store or other set
 written atomically: an interrupted run loses at most the item being computed, and a rerun with
 the same settings skips every item already there. The average causal effects keep one item per
 fact, the activation collection one per chunk of texts.
+
+Each item is checksummed (SHA-256 beside it, as the model cache does): ``get`` verifies an item
+before it is used, and a damaged or truncated one is reported (a warning naming the file) and
+treated as missing, so the caller recomputes it. Callers put ``model_fingerprint(model)`` in the
+settings, so a store computed with other weights (another checkpoint of the same name, another
+dtype) or another tokenizer is refused rather than silently reused.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import uuid
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -95,21 +103,84 @@ class ItemStore:
         """The file of item ``key``."""
         return self.root / f"{key}.pt"
 
+    def _sum_path(self, key: str) -> Path:
+        return self.root / f"{key}.sha256"
+
     def has(self, key: str) -> bool:
-        return self.path(key).exists()
+        """Whether item ``key`` is there (complete, with its checksum); ``get`` verifies it."""
+        return self.path(key).exists() and self._sum_path(key).exists()
+
+    def verify(self, key: str) -> bool:
+        """Whether item ``key`` exists and matches its checksum; a damaged item is removed."""
+        if not self.has(key):
+            return False
+        if _sha256(self.path(key)) == self._sum_path(key).read_text().strip():
+            return True
+        warnings.warn(
+            f"{self.path(key)} is damaged (its checksum does not match): it is recomputed",
+            stacklevel=3,
+        )
+        self.path(key).unlink(missing_ok=True)
+        self._sum_path(key).unlink(missing_ok=True)
+        return False
+
+    def get(self, key: str, *, mmap: bool = False) -> Any | None:
+        """Item ``key`` if it is there and undamaged, else ``None`` (the caller recomputes it)."""
+        if not self.verify(key):
+            return None
+        return self.load(key, mmap=mmap)
 
     def load(self, key: str, *, mmap: bool = False) -> Any:
+        """Item ``key`` without verifying it (``get`` verifies)."""
         return torch.load(self.path(key), weights_only=True, mmap=mmap)
 
     def save(self, key: str, item: Any) -> None:
-        """Write one item atomically (it exists under its name only once complete)."""
+        """Write one item and its checksum atomically (it exists only once complete)."""
         with atomic_write(self.path(key)) as tmp:
             torch.save(item, tmp)
+            digest = _sha256(tmp)
+        with atomic_write(self._sum_path(key)) as tmp:
+            tmp.write_text(digest)
+
+    def reopen(self) -> None:
+        """Mark a complete store unfinished again (one of its items was damaged)."""
+        self.complete = False
+        self._write_index()
 
     def finish(self, meta: dict[str, Any]) -> None:
         """Mark the store complete, with ``meta`` describing its contents."""
         self.meta, self.complete = meta, True
         self._write_index()
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 24):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@torch.no_grad()
+def model_fingerprint(model: Any) -> str:
+    """A cheap hash of what a store's results depend on: the weights and the tokenizer.
+
+    Every parameter's name, shape and dtype, the bytes of the first and last parameter and of a
+    strided sample of every parameter, and the tokenizer's vocabulary. Two checkpoints of one
+    architecture (a fine-tune, another seed or dtype) differ here.
+    """
+    h = hashlib.sha256()
+    params = list(model.named_parameters())
+    for i, (name, p) in enumerate(params):
+        h.update(f"{name}:{tuple(p.shape)}:{p.dtype}".encode())
+        flat = p.detach().reshape(-1)
+        sample = flat if i in (0, len(params) - 1) else flat[:: max(1, flat.numel() // 64)]
+        h.update(sample.float().cpu().numpy().tobytes())
+    tokenizer = getattr(model, "tokenizer", None)
+    if tokenizer is not None:
+        vocab = tokenizer.get_vocab()
+        h.update(json.dumps(sorted(vocab.items()), ensure_ascii=False).encode())
+    return h.hexdigest()[:32]
 
 
 def read_index(root: str | os.PathLike[str]) -> dict[str, Any]:

@@ -10,7 +10,7 @@ Positions are those of ``model.to_tokens(prompt)``, BOS included when the model 
 
 from __future__ import annotations
 
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import torch
 
@@ -32,17 +32,29 @@ class TokenizingModel(Protocol):
     def to_tokens(self, input: str, prepend_bos: bool | None = ...) -> torch.Tensor: ...
 
 
-def _encode(model: TokenizingModel, text: str) -> tuple[list[int], list[tuple[int, int]]]:
-    tokenizer = model.tokenizer
+def encode_with_offsets(
+    tokenizer: Any, texts: list[str]
+) -> list[tuple[list[int], list[tuple[int, int]]]]:
+    """Token ids (no special tokens) and (start, end) character offsets of each text.
+
+    The one place mechlin asks a tokenizer for offsets; it needs a fast (Rust) tokenizer.
+    """
     if tokenizer is None:
         raise ArgumentError("the model has no tokenizer; load it with mechlin.load_model")
     if not getattr(tokenizer, "is_fast", False):
         raise ArgumentError(
             f"{type(tokenizer).__name__} is a slow tokenizer and gives no character offsets; "
-            "load the model with a fast (Rust) tokenizer"
+            "load the model with a fast (Rust) Hugging Face tokenizer"
         )
-    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)  # type: ignore[operator]
-    return list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
+    enc = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
+    return [
+        (list(ids), [(int(s), int(e)) for s, e in offsets])
+        for ids, offsets in zip(enc["input_ids"], enc["offset_mapping"], strict=True)
+    ]
+
+
+def _encode(model: TokenizingModel, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+    return encode_with_offsets(model.tokenizer, [text])[0]
 
 
 def _str_tokens(model: TokenizingModel, ids: list[int]) -> list[str]:

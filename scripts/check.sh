@@ -25,4 +25,7 @@ python demos/sparse_probing.py --models smollm2-135m --n-per-language 12 --n-per
     --bigrams 2 --features language compound --ablation-texts 4 --methods-k 3 \
     --out "$out/sparse_probing.html"
 python demos/concept_directions.py --models smollm2-135m --out "$out/concept_directions.html"
+# Toy models of superposition at CI size (the default adds the smollm2 bridge, ~5 min).
+python demos/superposition.py --steps 800 --lr 1e-2 --grid 5 --seeds 1 --skip-bridge \
+    --out "$out/superposition.html"
 echo "== all checks passed"

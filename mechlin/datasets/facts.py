@@ -79,7 +79,30 @@ class KnownFacts:
         )
 
 
-def _as_fact(item: Fact | dict[str, Any] | Sequence[str]) -> Fact:
+FactLike = Fact | dict[str, Any] | Sequence[str]  # a Fact, a known_1000 record, or a tuple
+
+
+def as_facts(facts: Iterable[FactLike]) -> list[Fact]:
+    """Normalise ``facts`` (Facts, known_1000 records, (prompt, subject[, attribute]) tuples).
+
+    Raises ``EmptyInputError`` when there are none.
+    """
+    items = [_as_fact(f) for f in facts]
+    if not items:
+        raise EmptyInputError("no facts given: pass a non-empty list of facts")
+    return items
+
+
+def is_known(model: Model, fact: Fact, predicted_id: int) -> bool:
+    """ROME's filter: the model's greedy next token is the first token of the attribute.
+
+    A fact without an attribute (a (prompt, subject) pair) studies the model's own answer, so it
+    always counts as known.
+    """
+    return not fact.attribute or answer_tokens(model, fact.attribute)[0] == predicted_id
+
+
+def _as_fact(item: FactLike) -> Fact:
     if isinstance(item, Fact):
         return item
     if isinstance(item, dict):
@@ -127,20 +150,14 @@ def known_facts(
     progress: bool = True,
 ) -> KnownFacts:
     """Split ``facts`` into those the model knows and those it does not (first-token match)."""
-    items = [_as_fact(f) for f in facts]
-    if not items:
-        raise EmptyInputError("no facts given: pass a non-empty list of facts")
+    items = as_facts(facts)
     logits = next_token_logits(model, [f.prompt for f in items], progress=progress)
     top1 = logits.argmax(-1).tolist()
     known: list[Fact] = []
     unknown: list[Fact] = []
     multi = 0
     for fact, pred in zip(items, top1, strict=True):
-        if not fact.attribute:  # no attribute: the model's own answer is what is studied
-            known.append(fact)
-            continue
-        ids = answer_tokens(model, fact.attribute)
-        multi += len(ids) > 1
-        (known if pred == ids[0] else unknown).append(fact)
+        multi += bool(fact.attribute) and len(answer_tokens(model, fact.attribute)) > 1
+        (known if is_known(model, fact, pred) else unknown).append(fact)
     predictions = tuple(model.tokenizer.decode([p]) for p in top1)
     return KnownFacts(tuple(known), tuple(unknown), predictions, multi)

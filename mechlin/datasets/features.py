@@ -55,6 +55,7 @@ from mechlin.errors import (
     OutOfRangeError,
 )
 from mechlin.results import Result
+from mechlin.tokens import encode_with_offsets
 
 Pooling = Literal["mean", "max", "last"]
 TextProperty = Literal["digit", "capital", "leading_space", "punctuation"]
@@ -480,14 +481,8 @@ def _encode(tokenizer: FastTokenizer, texts: list[str]) -> list[_Encoded]:
     byte-level or SentencePiece token absorbs is part of it, and the byte tokens of one
     character all get that character.
     """
-    if not getattr(tokenizer, "is_fast", False):
-        raise ArgumentError(
-            f"{type(tokenizer).__name__} is a slow tokenizer without character offsets; "
-            "pass a fast (Rust) Hugging Face tokenizer such as model.tokenizer"
-        )
-    enc = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
     out = []
-    for text, ids, offsets in zip(texts, enc["input_ids"], enc["offset_mapping"], strict=True):
+    for text, (ids, offsets) in zip(texts, encode_with_offsets(tokenizer, texts), strict=True):
         pieces, ends, prev_end, cur_end = [], [], 0, 0
         for _, end in offsets:
             if end > cur_end:

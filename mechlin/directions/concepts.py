@@ -58,6 +58,7 @@ from mechlin.errors import (
     TooFewPairsError,
 )
 from mechlin.results import Result
+from mechlin.tokens import answer_tokens
 
 InnerProduct = Literal["causal", "euclidean"]
 Word = str | int  # a word (encoded as " " + word) or a token id
@@ -211,7 +212,7 @@ def _token(model: Model, word: Word, d_vocab: int) -> tuple[int | None, str]:
         return word, ""
     if not word.strip():
         return None, "empty word"
-    ids = model.tokenizer(" " + word, add_special_tokens=False)["input_ids"]
+    ids = answer_tokens(model, word)  # " " + word, as the word follows a prompt
     if len(ids) == 1:
         return int(ids[0]), ""
     pieces = [model.tokenizer.decode([i]) for i in ids]

@@ -41,7 +41,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from mechlin._store import ItemStore, read_index
+from mechlin._store import ItemStore, model_fingerprint, read_index
 from mechlin._types import Model
 from mechlin.errors import (
     ArgumentError,
@@ -155,7 +155,15 @@ class NeuronActivations:
                 f"{directory} holds an unfinished collection: rerun collect_activations with "
                 "the same texts and out= to finish it"
             )
-        index = torch.load(directory / f"{_ROWS}.pt", weights_only=True)
+        store = ItemStore(directory, kind=_KIND, settings=stored.get("settings", {}))
+        damaged = [k for k in [_ROWS, *(_hook_key(h) for h in stored["meta"]["hooks"])]
+                   if not store.verify(k)]  # fmt: skip
+        if damaged:
+            raise StoreMismatchError(
+                f"{directory} is damaged ({', '.join(damaged)} missing or failing its checksum): "
+                "rerun collect_activations with the same texts and out= to recompute it"
+            )
+        index = store.load(_ROWS)
         meta = stored["meta"]
         meta["hooks"] = tuple(meta["hooks"])
         return cls(**meta, **index, _dir=str(directory))
@@ -432,6 +440,7 @@ def collect_activations(
         settings = dict(
             meta,
             texts_sha256=_texts_sha256(texts),
+            model=model_fingerprint(model),
             dtype=str(dtype),
             max_tokens=max_tokens,
             chunk_size=chunk_size,
@@ -457,12 +466,15 @@ def _store_chunks(
     index: dict[str, Tensor],
 ) -> None:
     """Write each chunk's rows to the store, skipping chunks already there, then one per hook."""
+    finished = [_hook_key(h) for h in hooks] + [_ROWS]
     if store.complete:
-        bar.update(bar.total - bar.n)
-        return
+        if all(store.verify(k) for k in finished):
+            bar.update(bar.total - bar.n)
+            return
+        store.reopen()  # a damaged file of a finished store: collect again
     keys = [f"chunks/{c:06d}" for c in range(len(chunks))]
     for key, chunk, size in zip(keys, chunks, sizes, strict=True):
-        if store.has(key):
+        if store.verify(key):  # a damaged chunk is reported and recomputed
             bar.update(size)
             continue
         store.save(key, run(chunk))  # a chunk file exists only once complete

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,9 +32,10 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from mechlin import viz
-from mechlin._store import ItemStore
+from mechlin._stats import mean_and_se
+from mechlin._store import ItemStore, model_fingerprint
 from mechlin._types import Model
-from mechlin.datasets.facts import Fact, _as_fact, next_token_logits
+from mechlin.datasets.facts import Fact, FactLike, as_facts, is_known, next_token_logits
 from mechlin.errors import EmptyInputError
 from mechlin.recall.tracing import Kind, Metric, causal_trace
 from mechlin.results import Result
@@ -158,13 +158,9 @@ class AverageCausalEffects(Result):
         return fig
 
 
-def _settings(**kw: Any) -> dict[str, Any]:
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in kw.items()}
-
-
 def average_causal_effects(
     model: Model,
-    facts: Iterable[Fact | dict[str, Any] | Sequence[str]],
+    facts: Iterable[FactLike],
     *,
     kinds: Sequence[Kind] = ("resid", "mlp", "attn"),
     window: int = 10,
@@ -185,10 +181,8 @@ def average_causal_effects(
             rerun with the same settings resumes (other settings in a used directory raise).
         Other options as in ``causal_trace``.
     """
-    items = [_as_fact(f) for f in facts]
-    if not items:
-        raise EmptyInputError("no facts given: pass a non-empty list of facts")
-    settings = _settings(
+    items = as_facts(facts)
+    settings: dict[str, Any] = dict(
         kinds=tuple(kinds),
         window=window,
         noise=noise,
@@ -196,10 +190,19 @@ def average_causal_effects(
         seed=seed,
         metric=metric,
     )
-    store = ItemStore(out, kind="causal_effects", settings=settings) if out is not None else None
+    store = None
+    if out is not None:
+        settings["model"] = model_fingerprint(model)
+        store = ItemStore(out, kind="causal_effects", settings=settings)
 
     # Which facts does the model know? One batched pass (prompts of equal length together).
-    todo = [i for i in range(len(items)) if store is None or not store.has(_fact_key(items[i]))]
+    stored: dict[int, dict[str, Any]] = {}
+    if store is not None:
+        for i, item in enumerate(items):
+            found = store.get(_fact_key(item))  # None if absent or damaged (recomputed)
+            if found is not None:
+                stored[i] = found
+    todo = [i for i in range(len(items)) if i not in stored]
     top1: dict[int, int] = {}
     if todo:
         logits = next_token_logits(model, [items[i].prompt for i in todo])
@@ -207,15 +210,12 @@ def average_causal_effects(
 
     records: list[dict[str, Any]] = []
     for i in tqdm(range(len(items)), desc="causal tracing", disable=not progress):
-        if store is not None and store.has(_fact_key(items[i])):
-            records.append(store.load(_fact_key(items[i])))
+        if i in stored:
+            records.append(stored[i])
             continue
         fact = items[i]
-        if fact.attribute:
-            ids = answer_tokens(model, fact.attribute)
-            record: dict[str, Any] = {"known": top1[i] == ids[0], "multi": len(ids) > 1}
-        else:  # no attribute given: trace the model's own answer
-            record = {"known": True, "multi": False}
+        multi = bool(fact.attribute) and len(answer_tokens(model, fact.attribute)) > 1
+        record: dict[str, Any] = {"known": is_known(model, fact, top1[i]), "multi": multi}
         if record["known"]:
             for kind in kinds:
                 trace = causal_trace(
@@ -270,17 +270,17 @@ def _aggregate(
             if not s:
                 continue
             stack = torch.stack(s)  # (samples, layer)
-            aie[k, b] = stack.mean(0)
-            se[k, b] = stack.std(0) / math.sqrt(len(s)) if len(s) > 1 else 0.0
+            aie[k, b], se[k, b] = mean_and_se(stack)
             counts[k, b] = len(s)
     te = torch.tensor([r["p_clean"] - r["p_corrupt"] for r in known])
+    ate, ate_se = mean_and_se(te)
     return AverageCausalEffects(
         aie=aie,
         se=se,
         n_pooled=counts,
         kinds=kinds,
-        ate=float(te.mean()),
-        ate_se=float(te.std() / math.sqrt(len(te))) if len(te) > 1 else 0.0,
+        ate=float(ate),
+        ate_se=float(ate_se),
         clean_score=sum(r["p_clean"] for r in known) / len(known),
         corrupt_score=sum(r["p_corrupt"] for r in known) / len(known),
         n_facts=len(items),

@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import html
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from mechlin import viz
 from mechlin._types import Model
-from mechlin.datasets.facts import Fact, _as_fact, known_facts
+from mechlin.datasets.facts import FactLike, as_facts, known_facts
 from mechlin.errors import EmptyInputError
 from mechlin.recall.enrichment import (
     AttributesRate,
@@ -120,7 +119,7 @@ class RecallDissection(Result):
 
 def dissect_recall(
     model: Model,
-    facts: Iterable[Fact | dict[str, Any] | Sequence[str]],
+    facts: Iterable[FactLike],
     *,
     attributes: Mapping[str, Iterable[str]] | None = None,
     window: int = 9,
@@ -136,9 +135,7 @@ def dissect_recall(
         window: layers per attention-knockout window (9: [l-4, l+4]).
         enrichment_window: layers zeroed together in the sublayer knockout (10).
     """
-    items = [_as_fact(f) for f in facts]
-    if not items:
-        raise EmptyInputError("no facts given: pass a non-empty list of facts")
+    items = as_facts(facts)
     split = known_facts(model, items, progress=progress)
     known = list(split.known)
     if not known:

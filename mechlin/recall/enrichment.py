@@ -16,8 +16,7 @@ word contributes the tokens of " word" and "word" that survive the same filter.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib.resources import files
@@ -29,8 +28,9 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from mechlin import sites, viz
+from mechlin._stats import mean_and_se
 from mechlin._types import Model
-from mechlin.datasets.facts import Fact, _as_fact
+from mechlin.datasets.facts import Fact, FactLike, as_facts
 from mechlin.errors import EmptyInputError
 from mechlin.results import Result
 from mechlin.tokens import find_subject_span
@@ -110,9 +110,7 @@ def _rate(
 def _prepare(
     model: Model, facts: Iterable[Any], attributes: Mapping[str, Iterable[str]]
 ) -> tuple[list[tuple[Fact, set[int]]], list[str]]:
-    items = [_as_fact(f) for f in facts]
-    if not items:
-        raise EmptyInputError("no facts given: pass a non-empty list of facts")
+    items = as_facts(facts)
     if not attributes:
         raise EmptyInputError(
             "the attribute mapping is empty: pass subject -> attribute words, e.g. "
@@ -133,7 +131,7 @@ def _prepare(
 @torch.no_grad()
 def attributes_rate(
     model: Model,
-    facts: Iterable[Fact | dict[str, Any] | Sequence[str]],
+    facts: Iterable[FactLike],
     attributes: Mapping[str, Iterable[str]],
     *,
     top_k: int = 500,
@@ -143,7 +141,6 @@ def attributes_rate(
 ) -> AttributesRate:
     """Attributes rate of ``resid_post`` at every layer at four positions, averaged over facts."""
     usable, skipped = _prepare(model, facts, attributes)
-    n_layers = int(model.cfg.n_layers)
     names = sites.hook_names(model, "resid_post")
     per_fact = []
     for fact, attr in tqdm(usable, desc="attributes rate", disable=not progress):
@@ -155,13 +152,12 @@ def attributes_rate(
         resid = torch.stack([cache[n][0, pos] for n in names], dim=1)  # (position, layer, d)
         per_fact.append(_rate(model, resid, attr, top_k, keep, apply_norm))
     stack = torch.stack(per_fact)  # (fact, position, layer)
-    n = stack.shape[0]
-    se = stack.std(0) / math.sqrt(n) if n > 1 else torch.zeros(len(POSITIONS), n_layers)
+    rate, se = mean_and_se(stack)
     return AttributesRate(
-        rate=stack.mean(0),
+        rate=rate,
         se=se,
         positions=POSITIONS,
-        n_facts=n,
+        n_facts=stack.shape[0],
         skipped=tuple(skipped),
         top_k=top_k,
         keep=keep,
@@ -195,7 +191,7 @@ class SublayerKnockout(Result):
 @torch.no_grad()
 def sublayer_knockout_rate(
     model: Model,
-    facts: Iterable[Fact | dict[str, Any] | Sequence[str]],
+    facts: Iterable[FactLike],
     attributes: Mapping[str, Iterable[str]],
     *,
     sublayer: Literal["mlp", "attn"] = "mlp",

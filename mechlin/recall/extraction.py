@@ -16,7 +16,7 @@ post-attention norm), each head's share is its output times the norm's per-posit
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,10 +27,9 @@ from tqdm.auto import tqdm
 
 from mechlin import sites, viz
 from mechlin._types import Model
-from mechlin.datasets.facts import Fact, _as_fact
+from mechlin.datasets.facts import FactLike, as_facts, is_known
 from mechlin.errors import EmptyInputError
 from mechlin.results import Result
-from mechlin.tokens import answer_tokens
 
 
 @dataclass(frozen=True)
@@ -129,7 +128,7 @@ def _ranks(model: Model, vectors: Tensor, target: int, apply_norm: bool) -> Tens
 @torch.no_grad()
 def extraction_rates(
     model: Model,
-    facts: Iterable[Fact | dict[str, Any] | Sequence[str]],
+    facts: Iterable[FactLike],
     *,
     apply_norm: bool = True,
     progress: bool = True,
@@ -139,9 +138,7 @@ def extraction_rates(
     Facts whose attribute's first token is not the model's top-1 are left out and listed in
     ``unknown``; (prompt, subject) pairs use the model's own prediction.
     """
-    items = [_as_fact(f) for f in facts]
-    if not items:
-        raise EmptyInputError("no facts given: pass a non-empty list of facts")
+    items = as_facts(facts)
     n_layers = int(model.cfg.n_layers)
     names = [
         sites.hook_name(model, site, layer)
@@ -152,7 +149,7 @@ def extraction_rates(
     for fact in tqdm(items, desc="extraction", disable=not progress):
         logits, cache = model.run_with_cache(model.to_tokens(fact.prompt), names_filter=names)
         pred = int(logits[0, -1].argmax())
-        if fact.attribute and answer_tokens(model, fact.attribute)[0] != pred:
+        if not is_known(model, fact, pred):
             unknown.append(fact.prompt)
             continue
         attn = torch.stack(

@@ -19,7 +19,6 @@ go through the model in one batch.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -30,8 +29,9 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from mechlin import sites, viz
+from mechlin._stats import mean_and_se
 from mechlin._types import Model
-from mechlin.datasets.facts import Fact, _as_fact
+from mechlin.datasets.facts import FactLike, as_facts, is_known
 from mechlin.errors import ArgumentError, EmptyInputError, MissingHookError
 from mechlin.recall.tracing import window_layers
 from mechlin.results import Result
@@ -257,7 +257,7 @@ class KnockoutCurves(Result):
 
 def knockout_curves(
     model: Model,
-    facts: Iterable[Fact | dict[str, Any] | Sequence[str]],
+    facts: Iterable[FactLike],
     *,
     blocks: Sequence[SourceSet] = ("subject", "non_subject", "last"),
     window: int = 9,
@@ -268,9 +268,7 @@ def knockout_curves(
     Facts whose attribute's first token is not the model's top-1 are left out and listed;
     (prompt, subject) pairs use the model's own answer.
     """
-    items = [_as_fact(f) for f in facts]
-    if not items:
-        raise EmptyInputError("no facts given: pass a non-empty list of facts")
+    items = as_facts(facts)
     n_layers = int(model.cfg.n_layers)
     changes: list[Tensor] = []  # (block, layer) per known fact
     unknown = []
@@ -278,7 +276,7 @@ def knockout_curves(
         tokens = model.to_tokens(fact.prompt)
         with torch.no_grad():
             top = int(model(tokens)[0, -1].argmax())
-        if fact.attribute and answer_tokens(model, fact.attribute)[0] != top:
+        if not is_known(model, fact, top):
             unknown.append(fact.prompt)
             continue
         n_pos = tokens.shape[1]
@@ -295,14 +293,13 @@ def knockout_curves(
     if not changes:
         raise EmptyInputError(f"the model knows none of the {len(items)} facts: nothing to average")
     stack = torch.stack(changes)  # (fact, block, layer)
-    n = stack.shape[0]
-    se = stack.std(0) / math.sqrt(n) if n > 1 else torch.zeros_like(stack[0])
+    mean, se = mean_and_se(stack)
     return KnockoutCurves(
-        mean=stack.mean(0),
+        mean=mean,
         se=se,
         blocks=tuple(blocks),
         window=window,
         n_facts=len(items),
-        n_known=n,
+        n_known=stack.shape[0],
         unknown=tuple(unknown),
     )
