@@ -18,7 +18,6 @@ import importlib.metadata
 import importlib.util
 import logging
 import os
-import pickle
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,9 +34,6 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 logger = logging.getLogger(__name__)
-
-_TOKENIZER_PICKLE = "tokenizer.pkl"
-
 
 @dataclass(frozen=True)
 class BundledModel:
@@ -142,10 +138,7 @@ def _float_weights_dir(spec: BundledModel) -> Path:
         model.hf_quantizer = None  # type: ignore[assignment]
         model.config.architectures = [spec.architecture]
         model.save_pretrained(str(out))
-        tokenizer.save_pretrained(str(out))
-        # Reading Gemma's 262k-token tokenizer.json takes ~4 s; its pickle loads in ~1.5 s.
-        with (out / _TOKENIZER_PICKLE).open("wb") as f:
-            pickle.dump(tokenizer, f, protocol=pickle.HIGHEST_PROTOCOL)
+        tokenizer.save_pretrained(str(out))  # JSON files: loading them runs no code
 
     return cached_dir(f"{spec.name}-float32", meta, build)
 
@@ -168,17 +161,12 @@ def load_hf_model(
 
 
 def _load_tokenizer(directory: Path) -> PreTrainedTokenizerBase:
+    """The cached tokenizer, from the JSON files ``save_pretrained`` wrote (never a pickle: a
+    tampered pickle would run code while loading; earlier caches' ``tokenizer.pkl`` is ignored).
+    Reading Gemma's 262k-token tokenizer.json takes a few seconds."""
     from transformers import AutoTokenizer  # noqa: PLC0415
 
-    try:
-        # The file's checksum was verified against the manifest we wrote when caching it.
-        with (directory / _TOKENIZER_PICKLE).open("rb") as f:
-            tokenizer = pickle.load(f)
-        tokenizer("a")
-        return tokenizer
-    except Exception as e:  # another transformers' pickle: the saved files are the fallback
-        logger.info("tokenizer pickle unusable (%s); reading tokenizer files", e)
-        return AutoTokenizer.from_pretrained(str(directory))
+    return AutoTokenizer.from_pretrained(str(directory))
 
 
 def keep_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:

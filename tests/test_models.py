@@ -203,3 +203,17 @@ def _manifest_meta(directory: Path) -> dict[str, str]:
     import json
 
     return json.loads((directory / _cache.MANIFEST).read_text())["meta"]
+
+
+@pytest.mark.bundled
+def test_loading_a_bundled_model_never_unpickles(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tampered pickle in the cache could run code: the cache holds JSON and safetensors."""
+    import pickle
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("pickle.load called while loading a model")
+
+    monkeypatch.setattr(pickle, "load", refuse)
+    monkeypatch.setattr(pickle, "loads", refuse)
+    model = mechlin.load_model("smollm2-135m", device="cpu")
+    assert model.tokenizer is not None and model.tokenizer("Paris")["input_ids"]
