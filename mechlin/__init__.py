@@ -3,7 +3,9 @@
 Foundations at the top (``models``, ``tiny``, ``sites``, ``tokens``, ``results``, ``viz``,
 ``errors``), shipped data in ``mechlin.datasets``, and one subpackage per research area:
 ``mechlin.recall`` (how facts are recalled), ``mechlin.neurons`` (sparse probing of neurons),
-``mechlin.directions`` (linear concept directions). Every public name is re-exported here.
+``mechlin.directions`` (linear concept directions), ``mechlin.origins`` (why linear
+representations arise), ``mechlin.cognition`` (cognition vs expression). Every public name of
+an area's ``__all__`` that researchers call directly is re-exported here.
 """
 
 from mechlin.datasets import FeatureDataset, load_concepts
@@ -63,6 +65,15 @@ from mechlin.neurons import (
     superposition_sweep,
     toy_superposition,
 )
+from mechlin.origins import (
+    EmbeddingUnembeddingAlignment,
+    LatentConceptModel,
+    OriginsRun,
+    OriginsSweep,
+    embedding_unembedding_alignment,
+    origins_sweep,
+    train_origins,
+)
 from mechlin.recall import (
     AttributesRate,
     AverageCausalEffects,
@@ -97,6 +108,7 @@ __all__ = [
     "CausalTrace",
     "ConceptDirections",
     "ConceptPairError",
+    "EmbeddingUnembeddingAlignment",
     "EmptyInputError",
     "ExtractionRates",
     "FeatureDataset",
@@ -104,6 +116,7 @@ __all__ = [
     "Interchange",
     "KnockoutCurve",
     "KnockoutCurves",
+    "LatentConceptModel",
     "LinearityTest",
     "MechlinError",
     "MissingHookError",
@@ -114,6 +127,8 @@ __all__ = [
     "NotAStoreError",
     "NotInResultError",
     "OptimizationError",
+    "OriginsRun",
+    "OriginsSweep",
     "Orthogonality",
     "OutOfRangeError",
     "PhaseDiagram",
@@ -143,6 +158,7 @@ __all__ = [
     "concept_directions",
     "dissect_recall",
     "embedding_std",
+    "embedding_unembedding_alignment",
     "extraction_rates",
     "find_subject_span",
     "hook_name",
@@ -153,6 +169,7 @@ __all__ = [
     "load_concepts",
     "load_hf_model",
     "load_model",
+    "origins_sweep",
     "orthogonality",
     "probe_sweep",
     "residual_direction",
@@ -164,5 +181,6 @@ __all__ = [
     "superposition_sweep",
     "tiny_model",
     "toy_superposition",
+    "train_origins",
     "unembed",
 ]

@@ -28,4 +28,6 @@ python demos/concept_directions.py --models smollm2-135m --out "$out/concept_dir
 # Toy models of superposition at CI size (the default adds the smollm2 bridge, ~5 min).
 python demos/superposition.py --steps 800 --lr 1e-2 --grid 5 --seeds 1 --skip-bridge \
     --out "$out/superposition.html"
+# Origins of linear representations at CI size (simulation sweep + the smollm2 alignment check).
+python demos/origins_of_linearity.py --small --out "$out/origins_of_linearity.html"
 echo "== all checks passed"
