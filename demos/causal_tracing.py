@@ -24,8 +24,7 @@ import matplotlib.pyplot as plt
 
 import mechlin
 from mechlin.datasets.facts import known_facts, load_known_1000
-from mechlin.results import figure_to_html
-from mechlin.viz import write_report
+from mechlin.viz import figure_to_html, write_report
 
 parser = argparse.ArgumentParser(description="ROME causal tracing on the bundled models")
 parser.add_argument("--models", nargs="+", default=["smollm2-135m", "gemma-3-270m"])

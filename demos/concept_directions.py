@@ -30,11 +30,11 @@ import matplotlib.pyplot as plt
 
 import mechlin
 from mechlin.directions.concepts import concept_directions
+from mechlin.directions.interchange import interchange_along
 from mechlin.directions.measures import linearity_test, orthogonality, separability
-from mechlin.directions.residual import interchange_along, residual_direction
+from mechlin.directions.residual import residual_direction
 from mechlin.directions.steering import steering_sweep
-from mechlin.results import figure_to_html
-from mechlin.viz import write_report
+from mechlin.viz import figure_to_html, write_report
 
 parser = argparse.ArgumentParser(description="Park et al.'s linear concept directions")
 parser.add_argument("--models", nargs="+", default=["smollm2-135m", "gemma-3-270m"])

@@ -25,8 +25,7 @@ import torch
 import mechlin
 from mechlin.datasets.facts import load_known_1000, next_token_logits
 from mechlin.recall.lens import answer_lens
-from mechlin.results import figure_to_html
-from mechlin.viz import attention_pattern_html, write_report
+from mechlin.viz import attention_pattern_html, figure_to_html, write_report
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--model", default="gemma-3-270m", choices=sorted(mechlin.BUNDLED_MODELS))

@@ -26,7 +26,7 @@ from mechlin.datasets import features as fd
 from mechlin.neurons.activations import collect_activations
 from mechlin.neurons.probing import probe_sweep
 from mechlin.neurons.verdicts import classify_neurons, neuron_activations_html
-from mechlin.results import plot_html
+from mechlin.viz import plot_html
 
 OUT = Path(__file__).resolve().parent / "out"
 
