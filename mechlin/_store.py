@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 
+from mechlin._cache import sha256_file
 from mechlin.errors import NotAStoreError, StoreMismatchError
 
 INDEX = "store.json"
@@ -114,7 +115,7 @@ class ItemStore:
         """Whether item ``key`` exists and matches its checksum; a damaged item is removed."""
         if not self.has(key):
             return False
-        if _sha256(self.path(key)) == self._sum_path(key).read_text().strip():
+        if sha256_file(self.path(key)) == self._sum_path(key).read_text().strip():
             return True
         warnings.warn(
             f"{self.path(key)} is damaged (its checksum does not match): it is recomputed",
@@ -138,7 +139,7 @@ class ItemStore:
         """Write one item and its checksum atomically (it exists only once complete)."""
         with atomic_write(self.path(key)) as tmp:
             torch.save(item, tmp)
-            digest = _sha256(tmp)
+            digest = sha256_file(tmp)
         with atomic_write(self._sum_path(key)) as tmp:
             tmp.write_text(digest)
 
@@ -151,14 +152,6 @@ class ItemStore:
         """Mark the store complete, with ``meta`` describing its contents."""
         self.meta, self.complete = meta, True
         self._write_index()
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 24):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @torch.no_grad()

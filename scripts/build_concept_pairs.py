@@ -1,4 +1,4 @@
-"""Build mechlin/datasets/data/concepts.json: counterfactual word pairs for linear concept directions.
+"""Build mechlin/datasets/data/concepts.json: counterfactual word pairs of linear concepts.
 
 Run at development time (the package only reads the JSON):
     python scripts/build_concept_pairs.py

@@ -1,7 +1,8 @@
 """Build mechlin/datasets/data/features/ (the sparse-probing feature datasets) from ../shared/data.
 
 Run from the repository root (deterministic: the same input gives the same bytes):
-    python scripts/build_feature_data.py [--shared ../shared/data] [--out mechlin/datasets/data/features]
+    python scripts/build_feature_data.py [--shared ../shared/data] \
+        [--out mechlin/datasets/data/features]
 
 Writes
 - ``europarl/<lang>.jsonl``: 300 sentences per language, ``{"line", "text"}``, spread evenly

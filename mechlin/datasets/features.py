@@ -19,11 +19,11 @@ pitfalls follow:
   if its re-tokenization ends with the same token as the full text (and, for ``position``, has
   the same length). The rest are left out and counted in ``FeatureDataset.n_dropped``.
 
-All text comes from ``mechlin/datasets/data/features/`` (written by ``scripts/build_feature_data.py``
-from ``../shared/data``): Europarl sentences in 11 languages (Koehn; no known copyright
-restrictions; the NLTK sample), de-tokenized into natural text by the build script, and
-paragraphs and sentences of eight public-domain Gutenberg novels (via NLTK). Country facts come
-from ``mechlin.datasets.countries``.
+All text comes from ``mechlin/datasets/data/features/`` (written by
+``scripts/build_feature_data.py`` from ``../shared/data``): Europarl sentences in 11 languages
+(Koehn; no known copyright restrictions; the NLTK sample), de-tokenized into natural text by the
+build script, and paragraphs and sentences of eight public-domain Gutenberg novels (via NLTK).
+Country facts come from ``mechlin.datasets.countries``.
 
 Example:
     >>> ds = country_in_europe()
@@ -420,7 +420,8 @@ def compound_words(
         if not counts["positive"] or not (counts["first_only"] + counts["second_only"]):
             raise BigramNotFoundError(
                 f"bigram {bigram!r} is not found in the shipped Gutenberg sample "
-                "(mechlin/datasets/data/features/gutenberg_compounds.jsonl; case-sensitive whole words) "
+                "(mechlin/datasets/data/features/gutenberg_compounds.jsonl; "
+                "case-sensitive whole words) "
                 f"with both positive and negative occurrences: found {counts}. Choose from "
                 f"{COMPOUND_BIGRAMS}, or add it to scripts/build_feature_data.py and rebuild"
             )

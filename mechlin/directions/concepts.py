@@ -33,7 +33,8 @@ Pitfalls: the causal inner product is only defined up to the choice of ``Cov`` (
 vocabulary covariance used here); a concept with few single-token pairs has a noisy direction
 (look at ``counts`` and the linearity test in ``mechlin.directions.measures``); pairs of different
 senses (``"may"``) blur a concept. The shipped pair lists (``load_concepts``; 29 concepts in
-``mechlin/datasets/data/concepts.json``, sources in ``mechlin/datasets/data/README.md``) follow Park's categories.
+``mechlin/datasets/data/concepts.json``, sources in ``mechlin/datasets/data/README.md``)
+follow Park's categories.
 """
 
 from __future__ import annotations

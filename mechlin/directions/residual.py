@@ -1,7 +1,8 @@
 """Concept directions in the residual stream at any layer, learned from labelled activations.
 
-Park et al.'s unembedding-space directions (``mechlin.directions.concepts``) live where the model reads
-out tokens; inside the network a concept can be looked for at any layer with labelled texts.
+Park et al.'s unembedding-space directions (``mechlin.directions.concepts``) live where the
+model reads out tokens; inside the network a concept can be looked for at any layer with
+labelled texts.
 ``residual_direction`` reads one activation per text (``site`` at ``layer``, at the last token or
 a given position) and fits a unit direction pointing from label 0 to label 1:
 
@@ -19,8 +20,8 @@ stratified by label, or by pair so both texts of a pair fall on the same side). 
 is scored as a probe: project every activation on it and threshold at the midpoint of the two
 training class means; ``test_accuracy`` is the held-out accuracy of that rule. Decodability is
 not use: steer along the direction (``mechlin.steer``) or interchange it
-(``mechlin.directions.interchange.interchange_along``, a thin wrapper of TransformerLens's subspace interchange with its
-norm-matched random-subspace placebo) to test that the model uses it.
+(``mechlin.directions.interchange.interchange_along``, a thin wrapper of TransformerLens's
+subspace interchange with its norm-matched random-subspace placebo) to test that the model uses it.
 """
 
 from __future__ import annotations

@@ -98,7 +98,7 @@ def _chunks(n_groups: int, rows_per_group: int, rows_per_chunk: int) -> list[ran
 
 
 class ReplayEngine:
-    """Rerun only the layers and positions a restoration can change (see ``mechlin.recall._replay``)."""
+    """Rerun only the layers and positions a restoration can change (``mechlin.recall._replay``)."""
 
     def __init__(self, model: Model) -> None:
         self.model = model

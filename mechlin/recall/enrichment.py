@@ -10,8 +10,8 @@ zeroes the MLP (or attention) outputs of a window of layers and measures how muc
 later layer drops: the MLPs of early layers do most of the enrichment.
 
 Attribute sets may come from any source (a mapping subject -> attribute words). mechlin ships
-one built from a real knowledge base (``mechlin.datasets.countries.country_attributes``). An attribute
-word contributes the tokens of " word" and "word" that survive the same filter.
+one built from a real knowledge base (``mechlin.datasets.countries.country_attributes``). An
+attribute word contributes the tokens of " word" and "word" that survive the same filter.
 """
 
 from __future__ import annotations

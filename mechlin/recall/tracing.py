@@ -18,13 +18,14 @@ differences).
 
 Why it is fast: the clean run happens once; a restoration at (l, t) cannot change layers below
 the first restored layer nor positions before t, so each cell reruns only those layers at those
-positions (the other keys and values come from the cached corrupted run, ``mechlin.recall._replay``),
-many cells and noise samples share each batch (rows join the batch at the layer where their
-restoration starts), and only the last position is unembedded. Models whose layers cannot be
-replayed fall back to packing many cells into each full forward pass. Both paths are tested
-against ``tests/reference/causal_trace_ref.py``, one plain forward per cell.
+positions (the other keys and values come from the cached corrupted run,
+``mechlin.recall._replay``), many cells and noise samples share each batch (rows join the batch
+at the layer where their restoration starts), and only the last position is unembedded. Models
+whose layers cannot be replayed fall back to packing many cells into each full forward pass.
+Both paths are tested against ``tests/reference/causal_trace_ref.py``, one plain forward per
+cell.
 
-Pitfalls (METHODS.md section 1): probabilities saturate, so also look at ``metric="logprob"``
+Pitfalls: probabilities saturate, so also look at ``metric="logprob"``
 or ``"logit_diff"``; noise and token replacement can localize differently; BOS shifts every
 position (positions here are those of ``model.to_tokens``).
 """
