@@ -1,7 +1,7 @@
 """Causal tracing speed: mechlin against the ROME-style loop and TransformerLens patching, one run.
 
 On the same model and prompt, each method runs in its own process (so peak memory is its own):
-  mechlin       mechlin.recall.tracing (layer replay: reruns only what a restoration can change)
+  mechlin       mechlin.causal_trace (layer replay: reruns only what a restoration can change)
   rome          the ROME loop: one forward of batch 1 + n_samples per (layer, token) cell
                 (tests/reference/causal_trace_ref.py, the equivalence tests' reference)
   tl_patching   TransformerLens generic_activation_patch over (layer, pos) of resid_post: one

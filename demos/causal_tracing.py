@@ -55,7 +55,7 @@ for name in args.models:
     fact = chosen[0]
     singles = []
     for kind in ("resid", "mlp", "attn"):
-        trace = mechlin.recall.tracing(
+        trace = mechlin.causal_trace(
             model, fact.prompt, fact.subject, kind=kind, n_samples=args.n_samples
         )
         fig = trace.plot()

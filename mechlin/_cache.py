@@ -96,9 +96,16 @@ def cached_dir(key: str, meta: dict[str, str], build: Callable[[Path], None]) ->
             stacklevel=3,
         )
         _remove(final)
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        _remove_stale(root, key)
+        tmp = root / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
+    except OSError as e:
+        raise OSError(
+            f"mechlin cannot write its model cache at {root} ({e}); set MECHLIN_CACHE to a "
+            "writable directory"
+        ) from e
     try:
         build(tmp)
         _write_manifest(tmp, meta)
@@ -113,6 +120,24 @@ def cached_dir(key: str, meta: dict[str, str], build: Callable[[Path], None]) ->
         _remove(tmp)
         raise
     return final
+
+
+def _remove_stale(root: Path, key: str, *, older_than_s: float = 6 * 3600) -> None:
+    """Remove what a killed build left behind (``.tmp-``/``.trash-`` directories of ``key``).
+
+    Only directories older than ``older_than_s`` are removed, so a build that another process is
+    running now is left alone.
+    """
+    import time  # noqa: PLC0415
+
+    now = time.time()
+    for pattern in (f".tmp-{key}-*", f".trash-{key}-*"):
+        for path in root.glob(pattern):
+            try:
+                if now - path.stat().st_mtime > older_than_s:
+                    shutil.rmtree(path, ignore_errors=True)
+            except OSError:
+                continue
 
 
 def _remove(path: Path) -> None:

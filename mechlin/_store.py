@@ -65,6 +65,10 @@ class ItemStore:
         self.root = Path(root)
         self.kind = kind
         self.settings = json.loads(json.dumps(settings))  # as it reads back (tuples -> lists)
+        if self.root.exists() and not self.root.is_dir():
+            raise StoreMismatchError(
+                f"out={str(self.root)!r} is a file, not a directory: pass a directory for the store"
+            )
         self.root.mkdir(parents=True, exist_ok=True)
         index = self.root / INDEX
         if index.exists():

@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from mechlin._cache import cache_root, cached_dir
-from mechlin.errors import MissingModelPackageError, UnknownModelError
+from mechlin._checks import checked
+from mechlin.errors import ArgumentError, MissingModelPackageError, UnknownModelError
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -144,6 +145,7 @@ def _float_weights_dir(spec: BundledModel) -> Path:
     return cached_dir(f"{spec.name}-float32", meta, build)
 
 
+@checked
 def load_hf_model(
     name: str, *, dtype: torch.dtype = torch.float32
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
@@ -195,6 +197,32 @@ def _default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def _check_device(device: str | torch.device) -> str | torch.device:
+    """``device`` if torch knows it and it is available here, else an ``ArgumentError``."""
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ArgumentError(
+            f"device={device!r} is not a device torch knows ({e}); use 'cpu', 'cuda', 'cuda:1', "
+            "'mps', ..."
+        ) from None
+    available = {
+        "cpu": True,
+        "cuda": torch.cuda.is_available(),
+        "mps": torch.backends.mps.is_available(),
+    }.get(parsed.type, True)
+    if not available:
+        raise ArgumentError(
+            f"device={device!r}: this machine has no {parsed.type} device; use device='cpu'"
+        )
+    if parsed.type == "cuda" and parsed.index is not None:
+        if parsed.index >= torch.cuda.device_count():
+            raise ArgumentError(
+                f"device={device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+            )
+    return device
+
+
 def _unknown_name_message(name: str, *, reason: str) -> str:
     bundled = "\n".join(f"    {m.name!r}: {m.description}" for m in BUNDLED_MODELS.values())
     return (
@@ -230,6 +258,7 @@ def boot_bridge(
     return bridge
 
 
+@checked
 def load_model(
     name: str,
     *,
@@ -250,7 +279,9 @@ def load_model(
     """
     from transformer_lens.model_bridge import TransformerBridge  # noqa: PLC0415
 
-    device = device if device is not None else _default_device()
+    if not isinstance(name, str) or not name.strip():
+        raise UnknownModelError(_unknown_name_message(str(name), reason="the name is empty"))
+    device = _check_device(device if device is not None else _default_device())
     if name in BUNDLED_MODELS:
         spec = BUNDLED_MODELS[name]
         hf_model, tokenizer = load_hf_model(name, dtype=dtype)

@@ -33,6 +33,7 @@ from typing import Literal, get_args
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from mechlin._checks import checked
 from mechlin._types import Model
 from mechlin.errors import ArgumentError, MissingHookError, OutOfRangeError
 
@@ -93,6 +94,7 @@ def check_layer(model: Model, layer: int) -> int:
     return layer % n
 
 
+@checked
 def hook_name(model: Model, site: Site, layer: int | None = None) -> str:
     """The hook point of ``site`` (at ``layer`` for per-layer sites), checked to exist."""
     if site in _LAYER_PATTERNS:
@@ -117,11 +119,13 @@ def hook_name(model: Model, site: Site, layer: int | None = None) -> str:
     return name
 
 
+@checked
 def hook_names(model: Model, site: LayerSite) -> list[str]:
     """The hook point of a per-layer ``site`` in every layer, in layer order."""
     return [hook_name(model, site, layer) for layer in range(n_layers(model))]
 
 
+@checked
 def unembed(
     model: Model, resid: Float[Tensor, "... d_model"], *, apply_norm: bool = True
 ) -> Float[Tensor, "... d_vocab"]:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
+from mechlin._checks import checked
 from mechlin.errors import ArgumentError
 from mechlin.models import boot_bridge
 
@@ -119,6 +120,7 @@ def tiny_hf_model(
     return model.eval()
 
 
+@checked
 def tiny_model(
     *,
     arch: Literal["llama", "gemma3"] = "llama",

@@ -10,14 +10,17 @@ Positions are those of ``model.to_tokens(prompt)``, BOS included when the model 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import torch
 
+from mechlin._checks import checked
 from mechlin.errors import (
     ArgumentError,
     EmptyInputError,
     MultiTokenAnswerError,
+    OutOfRangeError,
     SubjectNotFoundError,
     TokenizationError,
 )
@@ -61,6 +64,38 @@ def _str_tokens(model: TokenizingModel, ids: list[int]) -> list[str]:
     return [model.tokenizer.decode([i]) for i in ids]  # type: ignore[attr-defined]
 
 
+def context_length(model: Any) -> int | None:
+    """The model's context length (``cfg.n_ctx``), or None when it does not say."""
+    n_ctx = getattr(getattr(model, "cfg", None), "n_ctx", None)
+    return int(n_ctx) if isinstance(n_ctx, int) and n_ctx > 0 else None
+
+
+def check_context(model: Any, n_tokens: int, *, what: str = "the text") -> None:
+    """Raise ``OutOfRangeError`` if ``n_tokens`` (without BOS) do not fit the model's context."""
+    n_ctx = context_length(model)
+    n_bos = 1 if bool(getattr(getattr(model, "cfg", None), "default_prepend_bos", False)) else 0
+    if n_ctx is not None and n_tokens + n_bos > n_ctx:
+        raise OutOfRangeError(
+            f"{what} is {n_tokens + n_bos} tokens but the model's context holds {n_ctx}: "
+            "shorten it (positions past the context would be cut off silently)"
+        )
+
+
+def check_positions(positions: Sequence[int], n_pos: int, what: str = "positions") -> list[int]:
+    """``positions`` as indices into ``n_pos`` tokens (negative ones count from the end).
+
+    A position outside ``[-n_pos, n_pos)`` is an ``OutOfRangeError`` rather than wrapping around
+    to another token.
+    """
+    bad = [int(p) for p in positions if not -n_pos <= int(p) < n_pos]
+    if bad:
+        raise OutOfRangeError(
+            f"{what} {bad} are outside the prompt's {n_pos} tokens (valid: 0..{n_pos - 1}, or "
+            f"-{n_pos}..-1 from the end)"
+        )
+    return [int(p) % n_pos for p in positions]
+
+
 def prompt_offset(model: TokenizingModel, prompt: str) -> tuple[list[int], int]:
     """The prompt's ids without special tokens, and how many tokens ``to_tokens`` puts first.
 
@@ -68,6 +103,7 @@ def prompt_offset(model: TokenizingModel, prompt: str) -> tuple[list[int], int]:
     behaviour changed under the model would otherwise shift every position silently).
     """
     ids, _ = _encode(model, prompt)
+    check_context(model, len(ids), what="the prompt")
     full = model.to_tokens(prompt)[0].tolist()
     shift = len(full) - len(ids)
     if shift < 0 or full[shift:] != ids:
@@ -78,6 +114,7 @@ def prompt_offset(model: TokenizingModel, prompt: str) -> tuple[list[int], int]:
     return ids, shift
 
 
+@checked
 def find_subject_span(
     model: TokenizingModel,
     prompt: str,
@@ -128,6 +165,7 @@ def find_subject_span(
     return inside[0] + shift, inside[-1] + 1 + shift
 
 
+@checked
 def answer_tokens(model: TokenizingModel, answer: str) -> tuple[int, ...]:
     """The token ids of ``answer`` as it follows a prompt: with one leading space.
 
@@ -141,6 +179,7 @@ def answer_tokens(model: TokenizingModel, answer: str) -> tuple[int, ...]:
     return tuple(ids)
 
 
+@checked
 def answer_token(
     model: TokenizingModel,
     answer: str,

@@ -113,20 +113,49 @@ def attention_pattern_html(
     return circuitsvis_html(rendered)
 
 
+_REPORT_CSS = """
+body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
+  line-height:1.4;overflow-wrap:break-word}
+h1{font-size:1.6em}h2{font-size:1.25em;border-bottom:1px solid #ddd;padding-bottom:.2em}
+section{margin-bottom:2.5em}
+img{max-width:100%;height:auto}
+pre{white-space:pre-wrap;overflow-wrap:anywhere;background:#f6f6f6;padding:.6em;font-size:.85em}
+table{border-collapse:collapse;display:block;max-width:100%;overflow-x:auto;font-size:.85em;
+  margin:.5em 0}
+td,th{border:1px solid #ccc;padding:3px 8px;text-align:left;vertical-align:top;
+  max-width:32em;overflow-wrap:break-word}
+th{overflow-wrap:anywhere;min-width:3em}td{min-width:2em}
+nav.contents{background:#f6f6f6;padding:.4em 1em;margin-bottom:2em}
+nav.contents ol{margin:.3em 0;padding-left:1.5em}
+"""
+
+
 def write_report(
     path: str | os.PathLike[str], title: str, sections: Sequence[tuple[str, str]]
 ) -> Path:
-    """Write one standalone HTML page: ``sections`` are (heading, html body) pairs."""
+    """Write one standalone HTML page: ``sections`` are (heading, html body) pairs.
+
+    The page's CSS keeps tables and figures within its width (wide tables scroll), wraps long
+    lines, and a page of more than three sections starts with a list of contents.
+    """
+    ids = [f"s{i + 1}" for i in range(len(sections))]
     body = "\n".join(
-        f"<section><h2>{html.escape(head)}</h2>\n{content}\n</section>"
-        for head, content in sections
+        f'<section id="{sid}"><h2>{html.escape(head)}</h2>\n{content}\n</section>'
+        for sid, (head, content) in zip(ids, sections, strict=True)
     )
+    contents = ""
+    if len(sections) > 3:
+        items = "".join(
+            f'<li><a href="#{sid}">{html.escape(head)}</a></li>'
+            for sid, (head, _) in zip(ids, sections, strict=True)
+        )
+        contents = f'<nav class="contents"><b>Contents</b><ol>{items}</ol></nav>'
     page = f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}}
-table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:left}}
-section{{margin-bottom:2.5em}}</style></head>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>{_REPORT_CSS}</style></head>
 <body><h1>{html.escape(title)}</h1>
+{contents}
 {body}
 </body></html>
 """

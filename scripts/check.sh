@@ -13,7 +13,14 @@ ruff check .
 echo "== mypy"
 mypy
 echo "== pytest (doctests and jaxtyping/beartype runtime checks included)"
-python -m pytest tests mechlin
+python -m pytest tests mechlin --ignore=tests/test_notebooks.py \
+    --ignore=tests/test_reports_browser.py
+echo "== command line"
+mechlin --help >/dev/null
+mechlin models
+echo "== notebooks (executed at their small size) and every report in headless chromium"
+# Screenshots and the executed notebooks (HTML) go to tests/artifacts/ (MECHLIN_ARTIFACTS).
+python -m pytest tests/test_notebooks.py tests/test_reports_browser.py -rs
 echo "== demos"
 out=$(mktemp -d)
 python demos/dissect_factual_recall.py --model smollm2-135m --n-facts 12 --out "$out/dissect.html"

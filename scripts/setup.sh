@@ -4,6 +4,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The browser tests (tests/test_reports_browser.py) open the HTML reports in Debian's chromium,
+# driven through chromium-driver; never a browser that downloads itself.
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "== installing chromium and chromium-driver (Debian) for the browser tests"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+  else
+    echo "== no chromium/chromedriver and not root on Debian: the browser tests will be skipped" \
+      "(they fail under CI=true); install them with: apt-get install chromium chromium-driver"
+  fi
+fi
+
 PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   echo "== creating .venv"

@@ -59,7 +59,7 @@ def _imports(name: str) -> list[tuple[str, list[str]]]:
 
 def _layer(name: str) -> tuple[int, str]:
     parts = name.split(".")
-    if name == "mechlin":
+    if name in ("mechlin", "mechlin.cli", "mechlin.__main__"):
         return 3, "api"
     if parts[1] == "datasets":
         return 1, "datasets"

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib.resources import files
 
+from mechlin._checks import checked
 from mechlin.errors import ConceptPairError
 
 
@@ -37,6 +38,7 @@ def shipped_concepts() -> dict[str, Concept]:
     }
 
 
+@checked
 def load_concepts(names: Sequence[str] | None = None) -> dict[str, Concept]:
     """The shipped concepts (all, or those named), e.g. ``load_concepts(["male -> female"])``.
 

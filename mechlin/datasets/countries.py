@@ -14,6 +14,7 @@ from functools import lru_cache
 from importlib.resources import files
 from typing import Any
 
+from mechlin._checks import checked
 from mechlin.datasets.facts import Fact
 from mechlin.errors import ArgumentError
 
@@ -25,6 +26,7 @@ RELATIONS = {
 }
 
 
+@checked
 @lru_cache(maxsize=1)
 def load_countries() -> tuple[dict[str, Any], ...]:
     """The 250 country records (see the module docstring for the source)."""
@@ -38,6 +40,7 @@ def _continent(country: dict[str, Any]) -> str:
     return country["region"]
 
 
+@checked
 def country_facts(relations: tuple[str, ...] = ("capital", "language", "continent")) -> list[Fact]:
     """Fact prompts about every country, for the given relations (see ``RELATIONS``)."""
     facts = []
@@ -57,6 +60,7 @@ def country_facts(relations: tuple[str, ...] = ("capital", "language", "continen
     return facts
 
 
+@checked
 def country_attributes() -> dict[str, list[str]]:
     """Each country's attribute words: capital, continent, region, demonym, languages, ..."""
     out = {}

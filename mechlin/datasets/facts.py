@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from mechlin._checks import checked
 from mechlin._types import Model
 from mechlin.errors import ArgumentError, EmptyInputError
 from mechlin.tokens import answer_tokens
@@ -40,6 +41,7 @@ class Fact:
             raise ArgumentError(f"subject {self.subject!r} is not in prompt {self.prompt!r}")
 
 
+@checked
 def load_known_1000() -> list[Fact]:
     """ROME's 1,209 ``known_1000`` facts (MIT licence, shipped in ``mechlin/datasets/data``)."""
     raw = json.loads(files("mechlin.datasets").joinpath("data/known_1000.json").read_text("utf-8"))
@@ -143,6 +145,7 @@ def next_token_logits(
     return out
 
 
+@checked
 def known_facts(
     model: Model,
     facts: Iterable[Fact | dict[str, Any] | Sequence[str]],

@@ -48,6 +48,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from mechlin import sites, viz
+from mechlin._checks import checked
 from mechlin._types import Model
 from mechlin.datasets.concept_pairs import Concept, load_concepts, shipped_concepts
 from mechlin.errors import (
@@ -271,6 +272,7 @@ def _as_mapping(concepts: Mapping[str, Pairs] | Sequence[str] | None) -> dict[st
     return out
 
 
+@checked
 @torch.no_grad()
 def concept_directions(
     model: Model,

@@ -19,6 +19,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from mechlin import viz
+from mechlin._checks import checked
 from mechlin._types import Model
 from mechlin.directions.residual import ResidualDirection, token_position
 from mechlin.errors import EmptyInputError
@@ -55,6 +56,7 @@ class Interchange(Result):
         return fig
 
 
+@checked
 @torch.no_grad()
 def interchange_along(
     model: Model,

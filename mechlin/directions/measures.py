@@ -36,6 +36,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from mechlin import sites, viz
+from mechlin._checks import checked
 from mechlin._types import Model
 from mechlin.directions.concepts import ConceptDirections
 from mechlin.errors import ArgumentError
@@ -158,6 +159,7 @@ class LinearityTest(Result):
         return fig
 
 
+@checked
 @torch.no_grad()
 def linearity_test(
     model: Model,
@@ -259,6 +261,7 @@ class Orthogonality(Result):
         return fig
 
 
+@checked
 def orthogonality(causal: ConceptDirections, euclidean: ConceptDirections) -> Orthogonality:
     """Compare the Gram matrices of the same concepts under both inner products.
 
@@ -309,6 +312,7 @@ class Separability(Result):
         return fig
 
 
+@checked
 @torch.no_grad()
 def separability(
     model: Model, directions: ConceptDirections, concept_a: str, concept_b: str

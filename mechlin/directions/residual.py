@@ -35,10 +35,11 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from mechlin import sites, viz
+from mechlin._checks import checked
 from mechlin._logreg import fit_l2
 from mechlin._splits import held_out_mask
 from mechlin._types import Model
-from mechlin.errors import ArgumentError, EmptyInputError, OutOfRangeError
+from mechlin.errors import ArgumentError, EmptyInputError, OutOfRangeError, ProbeInputError
 from mechlin.neurons.activations import collect_activations
 from mechlin.results import Result
 
@@ -193,6 +194,7 @@ def _logistic(x: Tensor, y: Tensor, l2: float) -> Tensor:
     return w[0] / sd
 
 
+@checked
 def residual_direction(
     model: Model,
     examples: Sequence[str] | Sequence[tuple[str, str]],
@@ -256,6 +258,11 @@ def residual_direction(
         diffs = (acts[1::2] - acts[0::2]).double()[train[0::2]]  # (pair, d_model)
         raw = torch.linalg.svd(diffs, full_matrices=False).Vh[0]
         raw = raw if raw @ mean_diff >= 0 else -raw
+    if not bool(torch.isfinite(raw).all()) or float(raw.norm()) < 1e-12:
+        raise ProbeInputError(
+            f"residual_direction(method={method!r}): the two classes' activations at {hook} do "
+            "not differ (or hold NaN/inf), so there is no direction: check the texts and labels"
+        )
     direction = raw / raw.norm()
     scores = acts.double() @ direction  # (example,)
     threshold = 0.5 * float(scores[train][y == 0].mean() + scores[train][y == 1].mean())

@@ -40,6 +40,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from mechlin import sites, viz
+from mechlin._checks import checked
 from mechlin._types import Model
 from mechlin.errors import (
     ArgumentError,
@@ -48,7 +49,7 @@ from mechlin.errors import (
     OutOfRangeError,
 )
 from mechlin.results import Result
-from mechlin.tokens import answer_token
+from mechlin.tokens import answer_token, prompt_offset
 
 Positions = Literal["all", "last"] | Sequence[int]
 
@@ -102,6 +103,7 @@ def _adder(vector: Tensor, alphas: Tensor, positions: Positions) -> Any:
     return hook
 
 
+@checked
 @contextmanager
 def steer(
     model: Model,
@@ -211,6 +213,7 @@ class SteeringSweep(Result):
         return fig
 
 
+@checked
 @torch.no_grad()
 def steering_sweep(
     model: Model,
@@ -241,6 +244,7 @@ def steering_sweep(
     words = tuple(dict.fromkeys(w for pair in pairs.values() for w in pair))
     ids = torch.tensor([answer_token(model, w) for w in words])
     name = steering_hook_name(model, layer)
+    prompt_offset(model, prompt)  # refuses a prompt longer than the context (the last token)
     tokens = model.to_tokens(prompt).expand(len(alpha), -1)
     with model.hooks(fwd_hooks=[(name, _adder(vector.detach(), alpha, positions))]):
         logits = model(tokens)[:, -1].double()  # (alpha, d_vocab)

@@ -41,6 +41,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from mechlin._checks import checked
 from mechlin._store import ItemStore, model_fingerprint, read_index
 from mechlin._types import Model
 from mechlin.errors import (
@@ -52,6 +53,7 @@ from mechlin.errors import (
     StoreMismatchError,
 )
 from mechlin.sites import hook_names
+from mechlin.tokens import context_length
 
 Pooling = Literal["mean", "max", "last", "none"]
 _FORMAT = 2
@@ -202,6 +204,11 @@ def _hook_key(hook: str) -> str:
 
 
 def _texts_of(dataset: Any) -> list[str]:
+    if isinstance(dataset, str):
+        raise ArgumentTypeError(
+            f"collect_activations(): dataset is one string ({dataset[:40]!r}); it would be read "
+            f"character by character: pass a list of texts, e.g. [{dataset[:20]!r}]"
+        )
     texts = list(getattr(dataset, "texts", dataset))
     if not texts:
         raise EmptyInputError("the dataset has no texts: pass at least one text")
@@ -237,13 +244,18 @@ def _check_hooks(model: Model, hooks: Sequence[str] | None) -> tuple[str, ...]:
 def _tokenize(
     model: Model, texts: list[str], max_tokens: int | None
 ) -> tuple[list[Tensor], int, int]:
-    """Token ids of each text (with the model's BOS if it uses one), truncated to max_tokens."""
+    """Token ids of each text (with the model's BOS if it uses one), truncated to max_tokens and
+    to the model's context (``to_tokens`` would cut at the context without a word; the caller
+    warns with the count)."""
+    n_ctx = context_length(model)
+    limits = [x for x in (max_tokens, n_ctx) if x is not None]
+    limit = min(limits) if limits else None
     rows = []
     n_truncated = 0
     for text in texts:
-        ids = model.to_tokens(text)[0].cpu()
-        if max_tokens is not None and ids.shape[0] > max_tokens:
-            ids = ids[:max_tokens]
+        ids = model.to_tokens(text, truncate=False)[0].cpu()
+        if limit is not None and ids.shape[0] > limit:
+            ids = ids[:limit]
             n_truncated += 1
         rows.append(ids)
     n_bos = 1 if bool(model.cfg.default_prepend_bos) else 0
@@ -261,9 +273,15 @@ def _texts_sha256(texts: list[str]) -> str:
 
 
 def _pool(
-    act: Float[Tensor, "batch pos d"], lengths: Tensor, n_bos: int, pooling: Pooling
+    act: Tensor, lengths: Tensor, n_bos: int, pooling: Pooling, hook: str = ""
 ) -> Float[Tensor, "rows d"]:
     """Pool the real tokens (BOS and right padding excluded) of each batch row."""
+    if act.ndim != 3:
+        raise ArgumentError(
+            f"hook {hook!r} gives activations of shape {tuple(act.shape)}, not [batch, pos, d]: "
+            "collect_activations reads per-token vectors (mlp_post, resid_post, attn_out, ...); "
+            "per-head hooks (hook_q, hook_z, hook_pattern) are not supported"
+        )
     pos = torch.arange(act.shape[1], device=act.device)
     real = (pos[None, :] >= n_bos) & (pos[None, :] < lengths[:, None])  # (batch, pos)
     if pooling == "last":
@@ -308,7 +326,7 @@ def _run_chunk(
 
         def make_hook(name: str, fired: dict[str, Tensor], lengths: Tensor) -> Any:
             def hook(act: Tensor, hook: Any) -> None:
-                fired[name] = _pool(act, lengths, n_bos, pooling).to("cpu", dtype)
+                fired[name] = _pool(act, lengths, n_bos, pooling, name).to("cpu", dtype)
                 if len(fired) == len(hooks):
                     raise _AllHooksFired  # skip the rest of the model (and the unembedding)
 
@@ -358,11 +376,12 @@ def _row_index(
     return example_idx, position, token_ids, n_tokens
 
 
+@checked
 def collect_activations(
     model: Model,
     dataset: Any,
     *,
-    hooks: Sequence[str] | None = None,
+    hooks: str | Sequence[str] | None = None,
     pooling: Pooling = "mean",
     batch_size: int = 32,
     dtype: torch.dtype = torch.float32,
@@ -398,10 +417,12 @@ def collect_activations(
         import logging  # noqa: PLC0415
 
         logging.getLogger(__name__).warning(
-            "%d of %d texts were longer than max_tokens=%s and were truncated",
+            "%d of %d texts were longer than max_tokens=%s or the model's context (%s tokens) "
+            "and were truncated",
             n_truncated,
             len(texts),
             max_tokens,
+            context_length(model),
         )
     example_idx, position, token_ids, n_tokens = _row_index(rows, n_bos, pooling)
     meta = dict(

@@ -31,6 +31,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from mechlin import viz
+from mechlin._checks import checked
 from mechlin.errors import ArgumentError
 from mechlin.neurons.superposition import Hidden, _colormap, feature_measures, toy_superposition
 from mechlin.results import Result
@@ -171,6 +172,7 @@ def _edges(centres: np.ndarray) -> np.ndarray:
     return np.concatenate([[c[0] ** 2 / mid[0]], mid, [c[-1] ** 2 / mid[-1]]])
 
 
+@checked
 def phase_diagram(
     *,
     n_features: int = 2,
@@ -360,6 +362,7 @@ class CapacityAllocation(Result):
         return fig
 
 
+@checked
 def capacity_allocation(
     *,
     n_features: int = 20,
@@ -442,6 +445,7 @@ class SuperpositionSweep(Result):
         return fig
 
 
+@checked
 def superposition_sweep(
     *,
     grid: int = 10,

@@ -38,6 +38,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from mechlin import viz
+from mechlin._checks import checked
 from mechlin._logreg import fit_l1, fit_l2
 from mechlin._splits import Split, split_indices
 from mechlin.errors import (
@@ -258,6 +259,7 @@ def fit_probe(
     return w[0], float(b[0]), binary_metrics(logits, y[test_idx])
 
 
+@checked
 def sparse_probe(
     acts: Float[Tensor, "example neuron"],
     labels: Int[Tensor, " example"] | Bool[Tensor, " example"],
@@ -398,6 +400,7 @@ class ProbeSweep(Result):
         return fig
 
 
+@checked
 def probe_sweep(
     acts: Float[Tensor, "example neuron"],
     labels: Int[Tensor, " example"] | Bool[Tensor, " example"],

@@ -57,6 +57,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from mechlin import viz
+from mechlin._checks import checked
 from mechlin.errors import ArgumentError, NotInResultError
 from mechlin.results import Result
 
@@ -70,6 +71,7 @@ ZERO_NORM = 1e-8  # a feature direction shorter than this counts as absent (meas
 # ---------------------------------------------------------------- measures
 
 
+@checked
 def feature_measures(W: Float[Tensor, "*instance feature hidden"]) -> dict[str, Tensor]:
     """Per-feature norm, superposition, capacity and dimensionality of feature directions.
 
@@ -102,6 +104,7 @@ def feature_measures(W: Float[Tensor, "*instance feature hidden"]) -> dict[str, 
     )
 
 
+@checked
 def neuron_shares(
     W: Float[Tensor, "*instance feature hidden"],
 ) -> Float[Tensor, "*instance hidden feature"]:
@@ -480,6 +483,7 @@ def _loss(x: Tensor, out: Tensor, importance: Tensor) -> Tensor:
     return (importance[:, None] * (x - out) ** 2).sum(-1).mean(-1)  # (instance,)
 
 
+@checked
 def toy_superposition(
     n_features: int,
     d_hidden: int,

@@ -39,12 +39,19 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from mechlin import viz
+from mechlin._checks import checked
 from mechlin._logreg import fit_l2
 from mechlin._splits import Split, split_indices
 from mechlin._types import Model
 from mechlin.errors import ArgumentError, EmptyInputError, NotInResultError
 from mechlin.neurons.activations import NeuronActivations, collect_activations
-from mechlin.neurons.probing import binary_labels, binary_metrics, fit_probe, neuron_scores
+from mechlin.neurons.probing import (
+    binary_labels,
+    binary_metrics,
+    check_activations,
+    fit_probe,
+    neuron_scores,
+)
 from mechlin.results import Result
 from mechlin.sites import hook_name
 
@@ -132,15 +139,25 @@ class NeuronReport(Result):
         )
 
     def plot(self, ax: Any = None) -> Any:
-        """Best single-neuron F1 by layer, one line per feature."""
-        fig, ax = viz.axes(ax, figsize=(7, 4))
-        for i, name in enumerate(self.features):
-            ax.plot(self.layers, self.best_f1[i].numpy(), marker="o", ms=3, label=name)
+        """Best single-neuron held-out F1 as a features x layers heatmap (the best layer boxed)."""
+        n_f, n_l = len(self.features), len(self.layers)
+        width = min(12.0, 3.0 + 0.32 * n_l + 0.06 * max(map(len, self.features)))
+        fig, ax = viz.axes(ax, figsize=(width, 1.2 + 0.28 * n_f))
+        img = ax.imshow(
+            self.best_f1.float().numpy(), aspect="auto", cmap="viridis", vmin=0.0, vmax=1.0
+        )
+        ax.set_xticks(range(n_l))
+        ax.set_xticklabels([str(layer) for layer in self.layers], fontsize=7)
+        ax.set_yticks(range(n_f))
+        ax.set_yticklabels(self.features, fontsize=7)
+        from matplotlib.patches import Rectangle  # noqa: PLC0415  (only when drawn)
+
+        for row, col in enumerate(self.best_f1.argmax(1).tolist()):
+            ax.add_patch(Rectangle((col - 0.5, row - 0.5), 1, 1, fill=False, ec="red", lw=1.2))
         ax.set_xlabel("layer")
-        ax.set_ylabel("best k = 1 held-out F1")
-        ax.set_ylim(0, 1.02)
-        ax.set_title(f"best single neuron by layer {self.model_name}".strip())
-        ax.legend(fontsize=6, ncol=2)
+        title = f"best single neuron's held-out F1 by layer {self.model_name}".strip()
+        ax.set_title(title + " (red: best layer)", fontsize=9)
+        fig.colorbar(img, ax=ax, fraction=0.04, pad=0.02, label="k = 1 F1")
         return fig
 
     def plot_sweeps(self, fig: Any = None) -> Any:
@@ -319,6 +336,7 @@ def _features_of(datasets: Any) -> list[tuple[str, str, Any, Tensor]]:
     return out
 
 
+@checked
 def classify_neurons(
     model: Model,
     datasets: Mapping[str, Any] | Sequence[Any],
@@ -379,7 +397,7 @@ def classify_neurons(
         train, test = split_indices(y, split=split, seed=seed, groups=groups)
         fits = []
         for l_i, hook in enumerate(hooks):
-            X = acts[ds_name][hook].double()
+            X = check_activations(acts[ds_name][hook], len(y))  # NaN/inf refused
             neurons, f1, train_f1, w, b = best_single_neurons(X, y, train, test, top=top)
             i = pick_best(train_f1)
             best_f1[f_i, l_i], best_neuron[f_i, l_i] = f1[i], neurons[i]
@@ -517,6 +535,7 @@ def _polysemantic(
     return tuple(out)
 
 
+@checked
 def neuron_activations_html(
     model: Model, texts: Sequence[str], neurons: Sequence[tuple[int, int]]
 ) -> str:
@@ -545,6 +564,7 @@ def neuron_activations_html(
     return viz.circuitsvis_html(rendered)
 
 
+@checked
 def top_activating_tokens(
     acts: NeuronActivations, hook: str | int, neuron: int, tokenizer: Any, *, n: int = 20
 ) -> list[tuple[str, float]]:

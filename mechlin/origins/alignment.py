@@ -40,6 +40,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from mechlin import viz
+from mechlin._checks import checked
 from mechlin._types import Model
 from mechlin.datasets.features import language_identity
 from mechlin.directions import ConceptDirections, concept_directions
@@ -155,6 +156,7 @@ def _rect(x: int, y: int) -> Any:
     return Rectangle((x - 0.5, y - 0.5), 1, 1, fill=False, edgecolor="k", linewidth=1.5)
 
 
+@checked
 def word_contexts(
     pairs: Sequence[tuple[str, str]], *, templates: Sequence[str] = WORD_TEMPLATES
 ) -> tuple[list[str], list[str]]:
@@ -168,6 +170,7 @@ def word_contexts(
     return base, target
 
 
+@checked
 def language_contexts(
     *, base: str = "en", target: str = "fr", n: int = 40, n_words: int = 8
 ) -> tuple[list[str], list[str]]:
@@ -181,6 +184,7 @@ def language_contexts(
     )
 
 
+@checked
 def default_contexts(
     directions: ConceptDirections, *, max_pairs: int = 20, n_language: int = 40
 ) -> dict[str, tuple[list[str], list[str]]]:
@@ -200,6 +204,7 @@ def default_contexts(
     return out
 
 
+@checked
 def embedding_unembedding_alignment(
     model: Model,
     concepts: ConceptDirections | Mapping[str, Any] | Sequence[str],

@@ -40,6 +40,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from mechlin._checks import checked
 from mechlin.errors import ArgumentError, ArgumentTypeError, EmptyInputError, OutOfRangeError
 
 MAX_ENUMERATE = 16  # 2^16 concept vectors: the largest joint enumerated exactly
@@ -255,6 +256,7 @@ def _flip_one(rows: Tensor, allowed: Tensor, gen: torch.Generator) -> Tensor:
     return out
 
 
+@checked
 def build_tokens(
     lcm: LatentConceptModel,
     *,

@@ -26,9 +26,11 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from mechlin._checks import checked
 from mechlin.errors import ArgumentError
 
 
+@checked
 def differing_pairs(codes: Int[Tensor, "n concept"], i: int) -> Int[Tensor, "pair 2"]:
     """Rows ``(a, b)`` of ``codes`` equal except in column ``i``, ``codes[a, i]=0, codes[b, i]=1``.
 
@@ -52,6 +54,7 @@ def concept_pairs(codes: Int[Tensor, "n concept"]) -> tuple[Tensor, ...]:
     return tuple(differing_pairs(codes, i) for i in range(codes.shape[1]))
 
 
+@checked
 def mean_pairwise_cosine(diffs: Float[Tensor, "n d"]) -> float:
     """Mean cosine over the ``n (n - 1) / 2`` distinct pairs of rows (NaN if ``n < 2``)."""
     n = diffs.shape[0]
@@ -62,6 +65,7 @@ def mean_pairwise_cosine(diffs: Float[Tensor, "n d"]) -> float:
     return float((s @ s - (u * u).sum()) / (n * (n - 1)))
 
 
+@checked
 def linearity(
     vectors: Float[Tensor, "n d"], pairs: tuple[Tensor, ...]
 ) -> Float[Tensor, " concept"]:
@@ -80,6 +84,7 @@ def random_pair_baseline(vectors: Float[Tensor, "n d"], n_pairs: int, *, seed: i
     return mean_pairwise_cosine(vectors[b] - vectors[a])
 
 
+@checked
 def concept_gram(
     vectors: Float[Tensor, "n d"], pairs: tuple[Tensor, ...]
 ) -> Float[Tensor, "concept concept"]:

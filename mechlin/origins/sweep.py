@@ -21,6 +21,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from mechlin import viz
+from mechlin._checks import checked
 from mechlin.errors import ArgumentError, EmptyInputError
 from mechlin.origins.latent import LatentConceptModel
 from mechlin.origins.training import OriginsRun, train_origins
@@ -115,6 +116,7 @@ class OriginsSweep(Result):
         return fig
 
 
+@checked
 def origins_sweep(
     *,
     n_concepts: int = 8,

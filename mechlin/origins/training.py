@@ -44,6 +44,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from mechlin import viz
+from mechlin._checks import checked
 from mechlin.errors import ArgumentError, OutOfRangeError
 from mechlin.origins.latent import LatentConceptModel, TokenSet, build_tokens
 from mechlin.origins.measures import (
@@ -240,6 +241,7 @@ class _Model(torch.nn.Module):
         return torch.relu(codes[idx] @ self.w1 + self.b1) @ self.w2  # (batch, d)
 
 
+@checked
 def expected_loss(
     f: Float[Tensor, "context d"], g: Float[Tensor, "vocab d"], data: TokenSet
 ) -> float:
@@ -255,6 +257,7 @@ def expected_loss(
     return float(w @ per)
 
 
+@checked
 def train_origins(
     lcm: LatentConceptModel,
     *,

@@ -32,6 +32,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from mechlin import viz
+from mechlin._checks import checked
 from mechlin._stats import mean_and_se
 from mechlin._store import ItemStore, model_fingerprint
 from mechlin._types import Model
@@ -158,6 +159,7 @@ class AverageCausalEffects(Result):
         return fig
 
 
+@checked
 def average_causal_effects(
     model: Model,
     facts: Iterable[FactLike],
@@ -182,6 +184,8 @@ def average_causal_effects(
         Other options as in ``causal_trace``.
     """
     items = as_facts(facts)
+    if not kinds:
+        raise EmptyInputError("kinds is empty: pass some of ('resid', 'mlp', 'attn')")
     settings: dict[str, Any] = dict(
         kinds=tuple(kinds),
         window=window,

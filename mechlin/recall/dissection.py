@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mechlin import viz
+from mechlin._checks import checked
 from mechlin._types import Model
 from mechlin.datasets.facts import FactLike, as_facts, known_facts
 from mechlin.errors import EmptyInputError
@@ -117,6 +118,7 @@ class RecallDissection(Result):
         return viz.write_report(path, f"Dissecting factual recall: {self.model_name}", sections)
 
 
+@checked
 def dissect_recall(
     model: Model,
     facts: Iterable[FactLike],

@@ -28,6 +28,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from mechlin import sites, viz
+from mechlin._checks import checked
 from mechlin._stats import mean_and_se
 from mechlin._types import Model
 from mechlin.datasets.facts import Fact, FactLike, as_facts
@@ -128,6 +129,7 @@ def _prepare(
     return usable, skipped
 
 
+@checked
 @torch.no_grad()
 def attributes_rate(
     model: Model,
@@ -188,6 +190,7 @@ class SublayerKnockout(Result):
         return fig
 
 
+@checked
 @torch.no_grad()
 def sublayer_knockout_rate(
     model: Model,

@@ -26,6 +26,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from mechlin import sites, viz
+from mechlin._checks import checked
 from mechlin._types import Model
 from mechlin.datasets.facts import FactLike, as_facts, is_known
 from mechlin.errors import EmptyInputError
@@ -125,6 +126,7 @@ def _ranks(model: Model, vectors: Tensor, target: int, apply_norm: bool) -> Tens
     return readout.target_ranks[..., 0]
 
 
+@checked
 @torch.no_grad()
 def extraction_rates(
     model: Model,

@@ -29,13 +29,14 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from mechlin import sites, viz
+from mechlin._checks import checked
 from mechlin._stats import mean_and_se
 from mechlin._types import Model
 from mechlin.datasets.facts import FactLike, as_facts, is_known
 from mechlin.errors import ArgumentError, EmptyInputError, MissingHookError
 from mechlin.recall.tracing import window_layers
 from mechlin.results import Result
-from mechlin.tokens import answer_tokens, find_subject_span
+from mechlin.tokens import answer_tokens, check_positions, find_subject_span
 
 SourceSet = Literal["subject", "non_subject", "last"]
 
@@ -95,7 +96,7 @@ def source_positions(
         raise ArgumentError(
             f"block must be 'subject', 'non_subject', 'last' or positions, not {block!r}"
         )
-    positions = tuple(sorted({int(p) % n_pos for p in block}))
+    positions = tuple(sorted(set(check_positions(block, n_pos, what="block positions"))))
     return "positions", positions
 
 
@@ -155,6 +156,7 @@ def knockout_probs(
     return logprobs
 
 
+@checked
 @torch.no_grad()
 def attention_knockout(
     model: Model,
@@ -255,6 +257,7 @@ class KnockoutCurves(Result):
         return fig
 
 
+@checked
 def knockout_curves(
     model: Model,
     facts: Iterable[FactLike],

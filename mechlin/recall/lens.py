@@ -18,6 +18,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from mechlin import viz
+from mechlin._checks import checked
 from mechlin._types import Model
 from mechlin.errors import ArgumentError
 from mechlin.results import Result
@@ -59,6 +60,7 @@ class AnswerLens(Result):
         return fig
 
 
+@checked
 @torch.no_grad()
 def answer_lens(
     model: Model,

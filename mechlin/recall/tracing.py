@@ -43,6 +43,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from mechlin import sites, viz
+from mechlin._checks import checked
 from mechlin._types import Model
 from mechlin.errors import ArgumentError, EmptyInputError
 from mechlin.recall._engines import (
@@ -56,7 +57,7 @@ from mechlin.recall._engines import (
 )
 from mechlin.recall._replay import decoder_layers
 from mechlin.results import Result
-from mechlin.tokens import answer_tokens, find_subject_span
+from mechlin.tokens import answer_tokens, check_positions, find_subject_span
 
 _SITE: dict[str, sites.LayerSite] = {"resid": "resid_post", "mlp": "mlp_out", "attn": "attn_out"}
 
@@ -174,6 +175,7 @@ _STD_CACHE: weakref.WeakKeyDictionary[Any, dict[tuple[str, ...], float]] = (
 )
 
 
+@checked
 @torch.no_grad()
 def embedding_std(model: Model, subjects: Sequence[str] | None = None) -> float:
     """ROME's noise scale: std of all embedding entries of the subject tokens.
@@ -223,6 +225,7 @@ def _cells(model: Model, kind: Kind, window: int, layers: Sequence[int]) -> list
     return [(layer, window_layers(layer, window, n)) for layer in layers]
 
 
+@checked
 @torch.no_grad()
 def causal_trace(
     model: Model,
@@ -273,7 +276,7 @@ def causal_trace(
     layers = (
         list(range(n_layers)) if layers is None else [sites.check_layer(model, x) for x in layers]
     )
-    positions = list(range(n_pos)) if positions is None else [p % n_pos for p in positions]
+    positions = list(range(n_pos)) if positions is None else check_positions(positions, n_pos)
     if not positions or not layers:
         raise EmptyInputError("positions and layers must not be empty")
     device = clean.device
