@@ -11,6 +11,12 @@ written atomically: an interrupted run loses at most the item being computed, an
 the same settings skips every item already there. The average causal effects keep one item per
 fact, the activation collection one per chunk of texts.
 
+Several writers may share a store (two processes, or the workers of a cluster on a shared
+filesystem): a writer ``claim``s an item before computing it (an exclusive-create lock file
+naming its host and process), so two live writers never compute the same item; a claim whose
+process has died is stale and is taken over; ``wait_for`` waits for an item another live writer
+is computing.
+
 Each item is checksummed (SHA-256 beside it, as the model cache does): ``get`` verifies an item
 before it is used, and a damaged or truncated one is reported (a warning naming the file) and
 treated as missing, so the caller recomputes it. Callers put ``model_fingerprint(model)`` in the
@@ -24,6 +30,8 @@ import contextlib
 import hashlib
 import json
 import os
+import socket
+import time
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -147,6 +155,75 @@ class ItemStore:
         with atomic_write(self._sum_path(key)) as tmp:
             tmp.write_text(digest)
 
+    # --- several writers ------------------------------------------------------------------
+
+    def _claim_path(self, key: str) -> Path:
+        return self.root / f"{key}.claim"
+
+    def claim(self, key: str) -> bool:
+        """Claim item ``key`` for this process; False if another live writer holds it.
+
+        The claim is a file created exclusively (``O_EXCL``), so of two writers racing for one
+        item exactly one wins. A claim left by a process that no longer runs (on this host) is
+        stale: it is removed and claimed again.
+        """
+        path = self._claim_path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                if not self._stale(path):
+                    return False
+                path.unlink(missing_ok=True)  # a killed writer's claim: take it over
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
+            return True
+        return False
+
+    def release(self, key: str) -> None:
+        """Give up the claim on item ``key`` (after saving it, or after a failure)."""
+        self._claim_path(key).unlink(missing_ok=True)
+
+    def claimed(self, key: str) -> bool:
+        """Whether a live writer other than this process holds item ``key``."""
+        path = self._claim_path(key)
+        return path.exists() and not self._stale(path) and not self._mine(path)
+
+    def _mine(self, path: Path) -> bool:
+        try:
+            owner = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return False
+        return bool(owner.get("host") == socket.gethostname() and owner.get("pid") == os.getpid())
+
+    def _stale(self, path: Path) -> bool:
+        try:
+            owner = json.loads(path.read_text())
+        except FileNotFoundError:
+            return False  # released meanwhile: not stale, just gone
+        except (OSError, ValueError):
+            # being written this instant, or garbage: stale only once it is old
+            try:
+                return time.time() - path.stat().st_mtime > 60
+            except FileNotFoundError:
+                return False
+        if owner.get("host") != socket.gethostname():
+            return False  # another host's writer: it cannot be checked from here; trust it
+        return not _alive(int(owner.get("pid", -1)))
+
+    def wait_for(self, key: str, *, poll_s: float = 0.2) -> Any | None:
+        """Item ``key`` once the writer holding it has saved it; None if its claim went stale
+        (that writer died: the caller computes the item itself)."""
+        while True:
+            item = self.get(key)
+            if item is not None:
+                return item
+            if not self.claimed(key):
+                return self.get(key)
+            time.sleep(poll_s)
+
     def reopen(self) -> None:
         """Mark a complete store unfinished again (one of its items was damaged)."""
         self.complete = False
@@ -156,6 +233,18 @@ class ItemStore:
         """Mark the store complete, with ``meta`` describing its contents."""
         self.meta, self.complete = meta, True
         self._write_index()
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @torch.no_grad()

@@ -130,3 +130,70 @@ def test_truncated_chunk_is_recomputed(tiny, tmp_path: Path, monkeypatch) -> Non
         again = mechlin.collect_activations(tiny, TEXTS, out=tmp_path, chunk_size=2, progress=False)
     ref = mechlin.collect_activations(tiny, TEXTS, progress=False)
     torch.testing.assert_close(again[0], ref[0])
+
+
+def test_claims_are_exclusive_and_stale_claims_are_taken_over(tmp_path: Path) -> None:
+    import json
+    import os
+    import subprocess
+    import threading
+
+    a = ItemStore(tmp_path, kind="a", settings={})
+    b = ItemStore(tmp_path, kind="a", settings={})
+    assert a.claim("k") and not b.claim("k")  # one writer per item, even in one process
+    a.release("k")
+    host = __import__("socket").gethostname()
+    other = {"host": host, "pid": os.getppid()}  # a live process that is not this one
+    (tmp_path / "k.claim").write_text(json.dumps(other))
+    assert not b.claim("k") and b.claimed("k")
+    done = threading.Timer(0.3, lambda: (a.save("k", {"v": 1}), a.release("k")))
+    done.start()
+    assert b.wait_for("k", poll_s=0.05) == {"v": 1}  # waits for the live writer's item
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (tmp_path / "j.claim").write_text(
+        json.dumps({"host": __import__("socket").gethostname(), "pid": dead.pid})
+    )
+    assert b.wait_for("j") is None  # the writer died: nothing to wait for
+    assert b.claim("j")  # and its stale claim is taken over
+
+
+_WRITER = """
+import sys, mechlin
+from mechlin.neurons import activations as act
+real = act._run_chunk
+def counted(*a, **k):
+    with open(sys.argv[2], "a") as f:
+        f.write("x")
+    return real(*a, **k)
+act._run_chunk = counted
+texts = [f"text number {i} about cats and dogs" for i in range(12)]
+acts = mechlin.collect_activations(mechlin.tiny_model(seed=0), texts, out=sys.argv[1],
+                                   chunk_size=2, progress=False)
+print(float(acts[0].sum()))
+"""
+
+
+def test_two_writers_share_one_activation_store(tmp_path: Path) -> None:
+    """Two processes on one store: no crash, every chunk computed once, the same result."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "writer.py"
+    script.write_text(_WRITER)
+    counter = tmp_path / "computed.txt"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(tmp_path / "store"), str(counter)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (_, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err[-2000:]
+    sums = {out.strip().splitlines()[-1] for out, _ in outs}
+    assert len(sums) == 1  # both read the same finished store
+    assert len(counter.read_text()) == 6  # 12 texts / chunk_size 2: each chunk computed once

@@ -494,13 +494,46 @@ def _store_chunks(
             return
         store.reopen()  # a damaged file of a finished store: collect again
     keys = [f"chunks/{c:06d}" for c in range(len(chunks))]
-    for key, chunk, size in zip(keys, chunks, sizes, strict=True):
-        if store.verify(key):  # a damaged chunk is reported and recomputed
-            bar.update(size)
-            continue
-        store.save(key, run(chunk))  # a chunk file exists only once complete
-    for h in hooks:  # one hook at a time: memory holds one [row, neuron] matrix
-        store.save(_hook_key(h), torch.cat([store.load(k, mmap=True)[h] for k in keys]))
-    store.save(_ROWS, index)
-    store.finish(meta)
-    shutil.rmtree(store.root / "chunks")
+    pending = list(zip(keys, chunks, sizes, strict=True))
+    while pending:  # chunks another live writer holds are waited for, or taken over if it died
+        if read_index(store.root).get("complete"):
+            return  # another writer finished the whole store meanwhile
+        waiting = []
+        for key, chunk, size in pending:
+            if store.verify(key):  # a damaged chunk is reported and recomputed
+                bar.update(size)
+                continue
+            if not store.claim(key):
+                waiting.append((key, chunk, size))
+                continue
+            try:
+                store.save(key, run(chunk))  # a chunk file exists only once complete
+            finally:
+                store.release(key)
+        if waiting:
+            store.wait_for(waiting[0][0])
+        pending = waiting
+    while not store.claim("finish"):  # another writer is writing the hook files
+        if _wait_until_complete(store):
+            return
+    try:
+        if read_index(store.root).get("complete"):
+            return  # another writer finished it between our last chunk and our claim
+        for h in hooks:  # one hook at a time: memory holds one [row, neuron] matrix
+            store.save(_hook_key(h), torch.cat([store.load(k, mmap=True)[h] for k in keys]))
+        store.save(_ROWS, index)
+        store.finish(meta)
+        shutil.rmtree(store.root / "chunks", ignore_errors=True)
+    finally:
+        store.release("finish")
+
+
+def _wait_until_complete(store: ItemStore, *, poll_s: float = 0.2) -> bool:
+    """Wait while another live writer finishes the store: True once it is complete, False if
+    that writer died first (the caller finishes it)."""
+    import time  # noqa: PLC0415
+
+    while store.claimed("finish"):
+        time.sleep(poll_s)
+    stored = read_index(store.root)
+    return bool(stored.get("complete"))

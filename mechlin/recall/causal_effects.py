@@ -212,11 +212,7 @@ def average_causal_effects(
         logits = next_token_logits(model, [items[i].prompt for i in todo])
         top1 = dict(zip(todo, logits.argmax(-1).tolist(), strict=True))
 
-    records: list[dict[str, Any]] = []
-    for i in tqdm(range(len(items)), desc="causal tracing", disable=not progress):
-        if i in stored:
-            records.append(stored[i])
-            continue
+    def trace_fact(i: int) -> dict[str, Any]:
         fact = items[i]
         multi = bool(fact.attribute) and len(answer_tokens(model, fact.attribute)) > 1
         record: dict[str, Any] = {"known": is_known(model, fact, top1[i]), "multi": multi}
@@ -240,9 +236,40 @@ def average_causal_effects(
                     p_corrupt=trace.corrupt_score,
                     span=list(trace.subject_span),
                 )
-        if store is not None:
-            store.save(_fact_key(items[i]), record)
-        records.append(record)
+        return record
+
+    found_records: dict[int, dict[str, Any]] = dict(stored)
+    deferred: list[int] = []  # facts another live writer of the store is tracing
+    for i in tqdm(range(len(items)), desc="causal tracing", disable=not progress):
+        if i in found_records:
+            continue
+        if store is None:
+            found_records[i] = trace_fact(i)
+            continue
+        key = _fact_key(items[i])
+        if not store.claim(key):
+            deferred.append(i)
+            continue
+        try:
+            found_records[i] = trace_fact(i)
+            store.save(key, found_records[i])
+        finally:
+            store.release(key)
+    for i in deferred:  # written by another writer, or recomputed if that writer died
+        assert store is not None
+        key = _fact_key(items[i])
+        record = store.wait_for(key)
+        while record is None:
+            if store.claim(key):
+                try:
+                    record = trace_fact(i)
+                    store.save(key, record)
+                finally:
+                    store.release(key)
+            else:
+                record = store.wait_for(key)
+        found_records[i] = record
+    records = [found_records[i] for i in range(len(items))]
     return _aggregate(model, items, records, tuple(kinds), metric, window)
 
 
