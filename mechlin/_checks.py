@@ -67,7 +67,7 @@ class Rule:
 
 
 _COUNT = Rule(low=1, integer=True, what="a positive integer (>= 1)")
-_NONNEG = Rule(low=0, integer=True, what="a non-negative integer")
+NONNEG = Rule(low=0, integer=True, what="a non-negative integer")
 _POSITIVE = Rule(low=0, low_open=True, what="a positive finite number")
 _FRACTION = Rule(low=0, high=1, low_open=True, high_open=True, what="a fraction in (0, 1)")
 
@@ -103,7 +103,7 @@ RULES: dict[str, Rule] = {
         )
     },
     "k": Rule(low=1, integer=True, what="a positive number of neurons (>= 1)"),
-    "seed": _NONNEG,
+    "seed": NONNEG,
     "occurrence": Rule(integer=True),
     "test_fraction": _FRACTION,
     "quantile": _FRACTION,
@@ -122,11 +122,22 @@ _NO_DUPLICATES = ("layers", "ks", "alphas", "kinds", "methods", "blocks")
 _COUNT_ITEMS = ("ks",)
 
 
-def checked(fn: F) -> F:
-    """Validate every call of ``fn`` against its signature at entry (see the module docstring)."""
+@typing.overload
+def checked(fn: F, *, rules: dict[str, Rule] | None = None) -> F: ...
+@typing.overload
+def checked(fn: None = None, *, rules: dict[str, Rule] | None = None) -> Callable[[F], F]: ...
+def checked(fn: F | None = None, *, rules: dict[str, Rule] | None = None) -> Any:
+    """Validate every call of ``fn`` against its signature at entry (see the module docstring).
+
+    ``@checked(rules={"n_samples": NONNEG})`` overrides a name rule for one function (there,
+    ``n_samples=0`` means "no sampling").
+    """
+    if fn is None:
+        return functools.partial(checked, rules=rules)
     signature = inspect.signature(fn)
     name = fn.__qualname__
     hints: dict[str, Any] | None = None
+    own = {**RULES, **(rules or {})}
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -143,7 +154,7 @@ def checked(fn: F) -> F:
             kind = signature.parameters[param].kind
             if kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
                 continue
-            check_argument(name, param, value, hints.get(param))
+            check_argument(name, param, value, hints.get(param), rules=own)
         return fn(*args, **kwargs)
 
     wrapper.__mechlin_checked__ = True  # type: ignore[attr-defined]
@@ -169,12 +180,19 @@ def _hints(fn: Callable[..., Any], signature: inspect.Signature) -> dict[str, An
     return out
 
 
-def check_argument(function: str, name: str, value: Any, annotation: Any = None) -> None:
+def check_argument(
+    function: str,
+    name: str,
+    value: Any,
+    annotation: Any = None,
+    *,
+    rules: Mapping[str, Rule] = RULES,
+) -> None:
     """Raise a ``MechlinError`` if ``value`` is not allowed for parameter ``name``."""
     if annotation is not None:
         _check_literals(function, name, value, annotation)
         _check_not_a_bare_string(function, name, value, annotation)
-    rule = RULES.get(name)
+    rule = rules.get(name)
     if rule is not None and _is_number(value):
         if rule.integer and isinstance(value, float) and not value.is_integer():
             raise ArgumentError(f"{function}(): {name}={value!r} must be {rule.describe()}")

@@ -37,4 +37,8 @@ python demos/superposition.py --steps 800 --lr 1e-2 --grid 5 --seeds 1 --skip-br
     --out "$out/superposition.html"
 # Origins of linear representations at CI size (simulation sweep + the smollm2 alignment check).
 python demos/origins_of_linearity.py --small --out "$out/origins_of_linearity.html"
+# Cognition vs expression at CI size (smollm2, 24 ARC-Easy items, a 2-step fine-tune).
+python demos/cognition_vs_expression.py --models smollm2-135m --datasets arc_easy --n-items 24 \
+    --ft-base smollm2-135m --ft-steps 2 --ft-train 16 --ft-saves 2 --ft-n-items 24 \
+    --n-samples 4 --pass-k 1 4 --shots 0 --out "$out/cognition.html"
 echo "== all checks passed"

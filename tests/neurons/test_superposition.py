@@ -237,17 +237,17 @@ def test_result_views_and_save_load(tmp_path) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        (dict(sparsity=1.0), "sparsity must lie in"),
-        (dict(sparsity=-0.1), "sparsity must lie in"),
+        (dict(sparsity=1.0), r"sparsity=1.0 must be a probability in \[0, 1\)"),
+        (dict(sparsity=-0.1), r"sparsity=-0.1 must be a probability in \[0, 1\)"),
         (dict(sparsity=[0.5, 1.2]), "sparsity must lie in"),
         (dict(sparsity=[]), "sparsity is empty"),
         (dict(importance=[1.0, 1.0]), "importance must be"),
         (dict(importance=0.0), "decay rate"),
         (dict(importance=[1.0, -1.0, 1.0]), ">= 0"),
         (dict(importance=[0.0, 0.0, 0.0]), "not all 0"),
-        (dict(steps=0), "steps must be"),
-        (dict(batch_size=0), "batch_size must be"),
-        (dict(lr=0.0), "lr must be"),
+        (dict(steps=0), "steps=0 must be a positive integer"),
+        (dict(batch_size=0), "batch_size=0 must be a positive integer"),
+        (dict(lr=0.0), "lr=0.0 must be a positive finite number"),
         (dict(weight_decay=-1.0), "weight_decay"),
         (dict(sparsity=[0.1, 0.2], importance=torch.ones(3, 3)), "instances"),
         (dict(sparsity=[0.1, 0.2], n_instances=3), "instances"),
@@ -261,7 +261,9 @@ def test_bad_input_is_refused(kwargs: dict, match: str) -> None:
 
 @pytest.mark.parametrize(("n", "d"), [(0, 2), (3, 0), (-1, 1)])
 def test_bad_sizes_are_refused(n, d) -> None:
-    with pytest.raises(ArgumentError, match="must be an integer"):
+    with pytest.raises(
+        ArgumentError, match=r"(n_features|d_hidden)=-?\d+ must be a positive integer"
+    ):
         toy_superposition(n, d, steps=5)
 
 

@@ -7,7 +7,7 @@ import torch
 from jaxtyping import TypeCheckError
 
 from mechlin import viz
-from mechlin.errors import ArgumentError, OutOfRangeError
+from mechlin.errors import ArgumentError
 from mechlin.origins import (
     LatentConceptModel,
     OriginsRun,
@@ -79,13 +79,13 @@ def test_run_result_contract(tmp_path, product_runs) -> None:
 
 def test_bad_training_input() -> None:
     lcm = LatentConceptModel(3, seed=0)
-    with pytest.raises(OutOfRangeError, match="d >= 1"):
+    with pytest.raises(ArgumentError, match="d=0 must be a positive integer"):
         train_origins(lcm, d=0)
     with pytest.raises((ArgumentError, TypeCheckError), match=r"optimizer|rmsprop"):
         train_origins(lcm, optimizer="rmsprop")  # type: ignore[arg-type]
     with pytest.raises((ArgumentError, TypeCheckError), match=r"context_encoder|rnn"):
         train_origins(lcm, context_encoder="rnn")  # type: ignore[arg-type]
-    with pytest.raises(OutOfRangeError, match="lr"):
+    with pytest.raises(ArgumentError, match=r"lr=-1\.0 must be a positive finite number"):
         train_origins(lcm, lr=-1.0)
 
 
