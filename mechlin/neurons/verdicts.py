@@ -199,7 +199,9 @@ class NeuronReport(Result):
             viz.close(sweeps)
         poly = "".join(
             f"<li>L{p.layer}N{p.neuron}: "
-            + ", ".join(f"{f} (F1 {s:.2f})" for f, s in zip(p.features, p.f1s, strict=True))
+            + ", ".join(
+                f"{html.escape(f)} (F1 {s:.2f})" for f, s in zip(p.features, p.f1s, strict=True)
+            )
             + f"; top broad-text tokens: {html.escape(repr(p.top_tokens))}</li>"
             for p in self.polysemantic
         )
