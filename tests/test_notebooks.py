@@ -35,6 +35,7 @@ def test_there_is_a_notebook_per_area() -> None:
         "concept_directions",
         "superposition",
         "origins",
+        "cognition",
     } <= names
 
 
