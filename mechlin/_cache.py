@@ -19,6 +19,8 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+from mechlin.errors import CacheError
+
 logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
@@ -102,7 +104,7 @@ def cached_dir(key: str, meta: dict[str, str], build: Callable[[Path], None]) ->
         tmp = root / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
         tmp.mkdir()
     except OSError as e:
-        raise OSError(
+        raise CacheError(
             f"mechlin cannot write its model cache at {root} ({e}); set MECHLIN_CACHE to a "
             "writable directory"
         ) from e

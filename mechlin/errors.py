@@ -104,6 +104,18 @@ class BigramNotFoundError(ArgumentError):
     """A bigram has no positive (or no negative) occurrence in the shipped Gutenberg sample."""
 
 
+class NotSupportedError(MechlinError, NotImplementedError):
+    """The model or result lacks what this operation needs (a plot, a replayable layer list)."""
+
+
+class DuplicateResultError(MechlinError, TypeError):
+    """Two result classes share a name, so saved files could not tell them apart."""
+
+
+class CacheError(MechlinError, OSError):
+    """The model cache cannot be written (set MECHLIN_CACHE to a writable directory)."""
+
+
 class OptimizationError(MechlinError, RuntimeError):
     """A solver mechlin runs (the optimal-sparse-probe MIP) found no solution."""
 
@@ -112,7 +124,9 @@ __all__ = [
     "ArgumentError",
     "ArgumentTypeError",
     "BigramNotFoundError",
+    "CacheError",
     "ConceptPairError",
+    "DuplicateResultError",
     "EmptyInputError",
     "MechlinError",
     "MissingHookError",
@@ -120,6 +134,7 @@ __all__ = [
     "MultiTokenAnswerError",
     "NotAStoreError",
     "NotInResultError",
+    "NotSupportedError",
     "OptimizationError",
     "OutOfRangeError",
     "ProbeInputError",

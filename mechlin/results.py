@@ -27,7 +27,7 @@ from typing import Any, ClassVar, TypeVar
 
 import torch
 
-from mechlin.errors import ArgumentError
+from mechlin.errors import ArgumentError, DuplicateResultError, NotSupportedError
 
 _KIND = "__mechlin_result__"
 R = TypeVar("R", bound="Result")
@@ -48,7 +48,7 @@ class Result:
         super().__init_subclass__(**kwargs)
         if cls.__name__ in _REGISTRY and _REGISTRY[cls.__name__] is not cls:
             old = _REGISTRY[cls.__name__]
-            raise TypeError(
+            raise DuplicateResultError(
                 f"two result classes are named {cls.__name__!r} ({old.__module__} and "
                 f"{cls.__module__}): saved files could not tell them apart; rename one"
             )
@@ -67,11 +67,11 @@ class Result:
 
     def plot(self, ax: Any = None) -> Any:
         """Draw the result (into ``ax`` if given) and return the figure."""
-        raise NotImplementedError(f"{type(self).__name__} has no plot")
+        raise NotSupportedError(f"{type(self).__name__} has no plot")
 
     def to_frame(self) -> Any:
         """The result as a pandas DataFrame, one row per measured cell."""
-        raise NotImplementedError(f"{type(self).__name__} has no table view")
+        raise NotSupportedError(f"{type(self).__name__} has no table view")
 
     def _repr_html_(self) -> str:
         from mechlin import viz  # noqa: PLC0415  (viz imports pyplot: only when drawn)

@@ -29,6 +29,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from mechlin._types import Model
+from mechlin.errors import NotSupportedError
 
 HookList = Sequence[tuple[str, Callable[..., Any]]]
 
@@ -51,7 +52,7 @@ class Replayer:
     def __init__(self, model: Model) -> None:
         layers = decoder_layers(model)
         if layers is None:
-            raise NotImplementedError(
+            raise NotSupportedError(
                 f"{type(model.original_model).__name__} has no Hugging Face decoder-layer list "
                 "wrapped by the bridge; layer replay is unavailable"
             )
@@ -102,7 +103,7 @@ class Replayer:
                 kw.pop("hidden_states", None)
                 kw.pop("past_key_values", None)
                 if len(args) > 1:
-                    raise NotImplementedError("decoder layer takes extra positional arguments")
+                    raise NotSupportedError("decoder layer takes extra positional arguments")
                 recorded[j] = kw
 
             return pre_hook
