@@ -27,6 +27,8 @@ from typing import Any, ClassVar, TypeVar
 
 import torch
 
+from mechlin import viz
+from mechlin._store import atomic_write
 from mechlin.errors import ArgumentError, DuplicateResultError, NotSupportedError
 
 _KIND = "__mechlin_result__"
@@ -74,7 +76,6 @@ class Result:
         raise NotSupportedError(f"{type(self).__name__} has no table view")
 
     def _repr_html_(self) -> str:
-        from mechlin import viz  # noqa: PLC0415  (viz imports pyplot: only when drawn)
 
         head = f"<b>{html.escape(type(self).__name__)}</b><pre>{html.escape(self.summary())}</pre>"
         image = viz.plot_html(self) if self._plottable else ""
@@ -84,7 +85,6 @@ class Result:
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write this result to ``path`` (a ``.pt`` file) atomically and return the path."""
-        from mechlin._store import atomic_write  # noqa: PLC0415
 
         assert dataclasses.is_dataclass(self)
         data: dict[str, Any] = {

@@ -10,8 +10,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 PACKAGE = Path(__file__).resolve().parents[1] / "mechlin"
 AREAS = ("recall", "neurons", "directions", "origins", "cognition")
 # area -> the areas it may import (public names only)
@@ -24,10 +22,10 @@ AREA_EDGES = {
 }
 
 
-def _modules() -> dict[str, Path]:
+def _modules(package: Path = PACKAGE) -> dict[str, Path]:
     out = {}
-    for path in PACKAGE.rglob("*.py"):
-        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    for path in package.rglob("*.py"):
+        parts = path.relative_to(package.parent).with_suffix("").parts
         name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
         out[name] = path
     return out
@@ -36,9 +34,9 @@ def _modules() -> dict[str, Path]:
 MODULES = _modules()
 
 
-def _imports(name: str) -> list[tuple[str, list[str]]]:
+def _imports(name: str, modules: dict[str, Path] = MODULES) -> list[tuple[str, list[str]]]:
     """(imported module, names taken from it) for every import in module ``name``."""
-    path = MODULES[name]
+    path = modules[name]
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     out = []
     for node in ast.walk(ast.parse(path.read_text())):
@@ -53,7 +51,7 @@ def _imports(name: str) -> list[tuple[str, list[str]]]:
                 continue
             for alias in node.names:  # `from mechlin import sites` imports a module
                 sub = f"{base}.{alias.name}"
-                out.append((sub, []) if sub in MODULES else (base, [alias.name]))
+                out.append((sub, []) if sub in modules else (base, [alias.name]))
     return out
 
 
@@ -68,13 +66,14 @@ def _layer(name: str) -> tuple[int, str]:
     return 0, "foundation"
 
 
-def test_no_upward_edges_and_areas_only_along_allowed_edges() -> None:
+def layering_violations(modules: dict[str, Path] = MODULES) -> list[str]:
+    """Upward edges, area edges not allowed, and other areas' private names."""
     bad = []
-    for name in MODULES:
+    for name in modules:
         if name == "mechlin":
             continue  # the top level re-exports everything
         layer, area = _layer(name)
-        for target, names in _imports(name):
+        for target, names in _imports(name, modules):
             t_layer, t_area = _layer(target)
             if t_layer > layer:
                 bad.append(f"{name} -> {target} (upward)")
@@ -84,29 +83,41 @@ def test_no_upward_edges_and_areas_only_along_allowed_edges() -> None:
                 private = [n for n in names if n.startswith("_")]
                 if private or any(p.startswith("_") for p in target.split(".")):
                     bad.append(f"{name} -> {target} {private} (another area's private name)")
+    return bad
+
+
+def test_no_upward_edges_and_areas_only_along_allowed_edges() -> None:
+    bad = layering_violations()
     assert not bad, "\n".join(bad)
 
 
-def test_import_graph_is_acyclic() -> None:
-    graph = {n: {t for t, _ in _imports(n) if t in MODULES and t != n} for n in MODULES}
+def import_cycle(modules: dict[str, Path] = MODULES) -> list[str] | None:
+    """One import cycle of the package (function-level imports included), or None."""
+    graph = {n: {t for t, _ in _imports(n, modules) if t in modules and t != n} for n in modules}
     state: dict[str, int] = {}
     stack: list[str] = []
 
-    def visit(node: str) -> None:
+    def visit(node: str) -> list[str] | None:
         state[node] = 1
         stack.append(node)
-        for nxt in graph[node]:
+        for nxt in sorted(graph[node]):
             if state.get(nxt) == 1:
-                cycle = [*stack[stack.index(nxt) :], nxt]
-                pytest.fail("import cycle: " + " -> ".join(cycle))
-            if nxt not in state:
-                visit(nxt)
+                return [*stack[stack.index(nxt) :], nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
         stack.pop()
         state[node] = 2
+        return None
 
-    for node in graph:
-        if node not in state:
-            visit(node)
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)):
+            return found
+    return None
+
+
+def test_import_graph_is_acyclic() -> None:
+    cycle = import_cycle()
+    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
 
 
 def longest_import_path() -> list[str]:
@@ -165,8 +176,28 @@ def test_every_area_has_a_docstring_and_an_explicit_all() -> None:
         assert not missing, f"{name}.__all__ names {missing}, which it does not define"
 
 
-def test_the_layering_check_catches_an_upward_import(tmp_path: Path) -> None:
-    """The checks above can fail: a foundation importing an area is an upward edge."""
-    assert _layer("mechlin.sites") < _layer("mechlin.recall.tracing")
-    assert _layer("mechlin.datasets.facts") < _layer("mechlin.neurons.probing")
-    assert "neurons" not in AREA_EDGES["recall"] and "recall" not in AREA_EDGES["neurons"]
+def test_the_checks_catch_a_planted_upward_import_and_cycle(tmp_path: Path) -> None:
+    """The checks above can fail: a package with a foundation importing an area (inside a
+    function), an area using another's private module, and a circle between them."""
+    root = tmp_path / "mechlin"
+    files = {
+        "__init__.py": "",
+        "sites.py": "def f():\n    from mechlin.recall import tracing\n",
+        "recall/__init__.py": "",
+        "recall/tracing.py": "from mechlin import sites\n",
+        "neurons/__init__.py": "",
+        "neurons/_osp.py": "",
+        "directions/__init__.py": "",
+        "directions/concepts.py": "from mechlin.neurons._osp import x\n",
+    }
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    planted = _modules(root)
+    bad = layering_violations(planted)
+    assert any("mechlin.sites -> mechlin.recall.tracing (upward)" in b for b in bad), bad
+    assert any("private" in b and "directions.concepts" in b for b in bad), bad
+    assert import_cycle(planted) in (
+        ["mechlin.recall.tracing", "mechlin.sites", "mechlin.recall.tracing"],
+        ["mechlin.sites", "mechlin.recall.tracing", "mechlin.sites"],
+    )

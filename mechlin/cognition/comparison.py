@@ -37,6 +37,7 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from mechlin import viz
 from mechlin._checks import checked
 from mechlin.cognition.expression import ExpressionScores, SampleFrom, expression_scores
 from mechlin.cognition.probes import CognitionProbe, ProbeKind, Select, probe_cognition
@@ -48,6 +49,7 @@ from mechlin.errors import (
     NotInResultError,
     OutOfRangeError,
 )
+from mechlin.models import load_model
 from mechlin.results import Result
 
 METRICS = ("acc", "acc_norm", "letter", "generated")
@@ -213,7 +215,6 @@ class CognitionExpression(Result):
         return pd.DataFrame(rows)
 
     def plot(self, fig: Any = None) -> Any:
-        from mechlin import viz  # noqa: PLC0415
 
         fig, axes = viz.figure(2, 2, fig=fig, figsize=(12, 8))
         x = list(range(len(self.model_names)))
@@ -296,7 +297,6 @@ class CognitionExpression(Result):
         self, path: str | os.PathLike[str], *, title: str = "Cognition vs expression"
     ) -> Path:
         """One offline HTML page: summary, figure, per-probe curves, the table."""
-        from mechlin import viz  # noqa: PLC0415
 
         sections = [
             ("Summary", f"<pre>{html.escape(self.summary())}</pre>"),
@@ -414,8 +414,6 @@ def cognition_vs_expression(
 
 def _load(spec: Any, device: str | None) -> Any:
     if isinstance(spec, str | os.PathLike):
-        from mechlin.models import load_model  # noqa: PLC0415
-
         return load_model(str(spec), device=device)
     if not hasattr(spec, "cfg") or not hasattr(spec, "to_tokens"):
         raise ArgumentTypeError(

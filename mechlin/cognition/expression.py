@@ -46,6 +46,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from mechlin import viz
 from mechlin._checks import NONNEG, checked
 from mechlin._store import ItemStore
 from mechlin._types import Model
@@ -337,7 +338,6 @@ class ExpressionScores(Result):
         return "\n".join(lines)
 
     def plot(self, ax: Any = None) -> Any:
-        from mechlin import viz  # noqa: PLC0415
 
         fig, ax = viz.axes(ax, figsize=(6, 3.5))
         names = list(self.metrics())

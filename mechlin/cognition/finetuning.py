@@ -31,11 +31,13 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from mechlin import viz
 from mechlin._checks import checked
 from mechlin._types import Model
 from mechlin.cognition.prompts import letter_options, letter_prompt
 from mechlin.datasets.mcq import MCQDataset
 from mechlin.errors import ArgumentError, EmptyInputError, OutOfRangeError, TokenizationError
+from mechlin.models import BUNDLED_MODELS, load_hf_model
 from mechlin.results import Result
 
 
@@ -78,7 +80,6 @@ class FineTuneRun(Result):
         )
 
     def plot(self, ax: Any = None) -> Any:
-        from mechlin import viz  # noqa: PLC0415
 
         fig, ax = viz.axes(ax, figsize=(6, 3.5))
         steps = list(range(1, len(self.loss) + 1))
@@ -97,7 +98,6 @@ class FineTuneRun(Result):
 
 
 def _load_plain(base: str | os.PathLike[str], device: str) -> tuple[Any, Any]:
-    from mechlin.models import BUNDLED_MODELS, load_hf_model  # noqa: PLC0415
 
     if str(base) in BUNDLED_MODELS:
         model, tokenizer = load_hf_model(str(base))

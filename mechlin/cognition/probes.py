@@ -41,6 +41,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from mechlin import viz
 from mechlin._checks import checked
 from mechlin._logreg import fit_l2
 from mechlin._types import Model
@@ -117,7 +118,6 @@ class CognitionProbe(Result):
         )
 
     def plot(self, ax: Any = None) -> Any:
-        from mechlin import viz  # noqa: PLC0415
 
         fig, ax = viz.axes(ax, figsize=(6, 3.5))
         ax.plot(self.layers, self.test_acc.tolist(), "o-", label="test")

@@ -47,6 +47,7 @@ from mechlin.errors import (
     NotInResultError,
     ProbeInputError,
 )
+from mechlin.neurons._osp import exhaustive_support, mip_support
 from mechlin.results import Result
 
 Method = Literal["mean_diff", "f_stat", "mi", "l1", "random", "optimal"]
@@ -190,7 +191,6 @@ def select_neurons(
     if method != "optimal":
         scores = neuron_scores(X, y, method, seed=seed)
         return torch.argsort(scores, descending=True, stable=True)[:k], ""
-    from mechlin.neurons._osp import exhaustive_support, mip_support  # noqa: PLC0415
 
     if k > OSP_MAX_K:
         raise ProbeInputError(f"method='optimal' is limited to k <= {OSP_MAX_K}, got k={k}")

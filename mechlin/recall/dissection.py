@@ -24,6 +24,7 @@ from pathlib import Path
 from mechlin import viz
 from mechlin._checks import checked
 from mechlin._types import Model
+from mechlin.datasets.countries import country_attributes
 from mechlin.datasets.facts import FactLike, as_facts, known_facts
 from mechlin.errors import EmptyInputError
 from mechlin.recall.enrichment import (
@@ -145,8 +146,6 @@ def dissect_recall(
     knock = knockout_curves(model, known, window=window, progress=progress)
     extraction = extraction_rates(model, known, progress=progress)
     if attributes is None:
-        from mechlin.datasets.countries import country_attributes  # noqa: PLC0415
-
         attributes = country_attributes()
     with_attrs = [f for f in known if f.subject in attributes]
     attr = mlp_knock = attn_knock = None

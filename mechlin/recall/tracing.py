@@ -45,6 +45,7 @@ from torch import Tensor
 from mechlin import sites, viz
 from mechlin._checks import checked
 from mechlin._types import Model
+from mechlin.datasets.facts import load_known_1000
 from mechlin.errors import ArgumentError, EmptyInputError
 from mechlin.recall._engines import (
     Kind,
@@ -186,8 +187,6 @@ def embedding_std(model: Model, subjects: Sequence[str] | None = None) -> float:
     ``known_1000``, as ROME does. Cached per model and subject list.
     """
     if subjects is None:
-        from mechlin.datasets.facts import load_known_1000  # noqa: PLC0415
-
         subjects = sorted({f.subject for f in load_known_1000()})
     key = tuple(subjects)
     if not key:
