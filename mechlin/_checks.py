@@ -24,13 +24,14 @@ from __future__ import annotations
 import functools
 import inspect
 import math
+import os
 import types
 import typing
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, get_args, get_origin
 
-from mechlin.errors import ArgumentError, ArgumentTypeError
+from mechlin.errors import ArgumentError, ArgumentTypeError, StoreMismatchError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -100,6 +101,11 @@ RULES: dict[str, Rule] = {
             "n_shuffles",
             "n_rotations",
             "max_iter",
+            "n_layers",
+            "n_heads",
+            "n_kv_heads",
+            "d_model",
+            "d_mlp",
         )
     },
     "k": Rule(low=1, integer=True, what="a positive number of neurons (>= 1)"),
@@ -118,8 +124,12 @@ RULES: dict[str, Rule] = {
     "alpha": Rule(),
 }
 # parameters holding grid points or layer indices: no duplicates; counts must be >= 1
-_NO_DUPLICATES = ("layers", "ks", "alphas", "kinds", "methods", "blocks")
+_NO_DUPLICATES = ("layers", "ks", "alphas", "kinds", "methods", "blocks", "positions")
 _COUNT_ITEMS = ("ks",)
+# parameters holding grid points, layers or positions: every number finite (no NaN grid point)
+_FINITE_ITEMS = ("alphas", "sparsities", "ks", "layers", "positions", "shots", "pass_k")
+# parameters naming a directory a store is written to: an existing file there is refused
+_DIRECTORIES = ("out",)
 
 
 @typing.overload
@@ -192,6 +202,22 @@ def check_argument(
     if annotation is not None:
         _check_literals(function, name, value, annotation)
         _check_not_a_bare_string(function, name, value, annotation)
+        _check_string(function, name, value, annotation)
+        _check_literal_items(function, name, value, annotation)
+        _check_mapping(function, name, value, annotation)
+    if name == "facts" and _is_sequence(value):
+        _check_facts(function, value)
+    if name in _DIRECTORIES and isinstance(value, str | os.PathLike) and os.path.isfile(value):
+        raise StoreMismatchError(
+            f"{function}(): out={os.fspath(value)!r} is a file, not a directory: pass a "
+            "directory for the store"
+        )
+    if name in _FINITE_ITEMS:
+        items = value.flatten().tolist() if _is_tensor(value) else value
+        if _is_sequence(items):
+            bad = [i for i in items if _is_number(i) and not math.isfinite(i)]
+            if bad:
+                raise ArgumentError(f"{function}(): {name} holds {bad}: every value must be finite")
     rule = rules.get(name)
     if rule is not None and _is_number(value):
         if rule.integer and isinstance(value, float) and not value.is_integer():
@@ -288,3 +314,171 @@ def _check_not_a_bare_string(function: str, name: str, value: Any, annotation: A
                 f"{function}(): {name} takes a list of items, not one string ({value!r} would be "
                 f"read character by character): pass [{value!r}]"
             )
+
+
+def _is_tensor(value: Any) -> bool:
+    return type(value).__name__ in ("Tensor", "Parameter") and hasattr(value, "flatten")
+
+
+def _check_string(function: str, name: str, value: Any, annotation: Any) -> None:
+    """A parameter annotated ``str`` (or ``str | None``) given another type: a clear error
+    instead of an ``AttributeError`` from deep inside (``5.strip()``) or the tokenizer."""
+    members = _flatten(annotation)
+    if str not in members or any(m not in (str, type(None), None) for m in members):
+        return
+    if isinstance(value, str) or (value is None and len(members) > 1):
+        return
+    raise ArgumentTypeError(
+        f"{function}(): {name}={value!r} must be a string, not {type(value).__name__}"
+    )
+
+
+def _literal_values(annotation: Any) -> list[Any]:
+    members = _flatten(annotation)
+    if not members or any(get_origin(m) is not typing.Literal for m in members):
+        return []
+    return [v for m in members for v in get_args(m)]
+
+
+def _item_annotation(member: Any) -> Any:
+    """The item type of ``Sequence[X]`` / ``tuple[X, ...]`` / ``list[X]`` (else ``None``)."""
+    origin, args = get_origin(member), get_args(member)
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+        return args[0]
+    if origin in (list, Sequence, Iterable, set, frozenset) or (
+        isinstance(origin, type) and origin is not tuple and _is_abc_sequence(origin)
+    ):
+        return args[0] if args else None
+    return None
+
+
+def _is_abc_sequence(origin: type) -> bool:
+    import collections.abc as abc  # noqa: PLC0415
+
+    return issubclass(origin, abc.Iterable) and not issubclass(origin, abc.Mapping | str)
+
+
+def _check_literal_items(function: str, name: str, value: Any, annotation: Any) -> None:
+    """Items of ``Sequence[Literal[...]]`` (``kinds``, ``blocks``, ``methods``) are checked
+    like a single option."""
+    if not _is_sequence(value):
+        return
+    for member in _flatten(annotation):
+        allowed = _literal_values(_item_annotation(member))
+        if not allowed:
+            continue
+        for item in value:
+            if isinstance(item, str | int | float) and item not in allowed:
+                raise ArgumentError(
+                    f"{function}(): {name} holds {item!r}, which is not allowed; use one of "
+                    f"{', '.join(repr(v) for v in allowed)}"
+                )
+        return
+
+
+def _check_mapping(function: str, name: str, value: Any, annotation: Any) -> None:
+    """A parameter annotated only as a mapping must get one; its keys and values are checked
+    against the annotation where it is plain (str, int, float, tuples, sequences of those)."""
+    members = [m for m in _flatten(annotation) if m not in (None, type(None))]
+    maps = [m for m in members if (get_origin(m) or m) in (dict, Mapping)]
+    if not maps:
+        return
+    if not isinstance(value, Mapping):
+        if len(maps) == len(members) and value is not None:
+            raise ArgumentTypeError(
+                f"{function}(): {name} must be a mapping ({_show(maps[0])}), not "
+                f"{type(value).__name__} {_short(value)}"
+            )
+        return
+    args = get_args(maps[0])
+    if len(maps) != 1 or len(args) != 2:
+        return
+    key_type, value_type = args
+    for k, v in value.items():
+        if not _fits(k, key_type):
+            raise ArgumentTypeError(
+                f"{function}(): {name} has the key {k!r}; keys must be {_show(key_type)}"
+            )
+        if not _fits(v, value_type):
+            raise ArgumentTypeError(
+                f"{function}(): {name}[{k!r}] = {_short(v)} must be {_show(value_type)}"
+            )
+
+
+def _fits(value: Any, annotation: Any) -> bool:
+    """Whether ``value`` fits a plain annotation; forms not interpreted here fit."""
+    if annotation is Any or annotation is typing.Any:
+        return True
+    if annotation is None or annotation is type(None):
+        return value is None
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is typing.Union or origin is types.UnionType:
+        return any(_fits(value, a) for a in args)
+    if origin is typing.Annotated:
+        return _fits(value, args[0])
+    if origin is typing.Literal:
+        return value in args
+    if annotation is str:
+        return isinstance(value, str)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return _is_number(value)
+    if origin is tuple:
+        if not isinstance(value, tuple | list):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_fits(v, args[0]) for v in value)
+        return len(args) == 0 or (
+            len(value) == len(args) and all(_fits(v, a) for v, a in zip(value, args, strict=True))
+        )
+    item = _item_annotation(annotation)
+    if item is not None or origin in (list, Sequence, Iterable):
+        if isinstance(value, str) or not isinstance(value, Iterable):
+            return False
+        if isinstance(value, list | tuple) and item is not None:
+            return all(_fits(v, item) for v in value)
+        return True
+    return True
+
+
+def _show(annotation: Any) -> str:
+    text = str(annotation).replace("typing.", "").replace("collections.abc.", "")
+    return text.replace("<class '", "").replace("'>", "")
+
+
+def _short(value: Any) -> str:
+    text = " ".join(repr(value).split())
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _check_facts(function: str, facts: Any) -> None:
+    """Every fact is a ``Fact``, a record with string ``prompt`` and ``subject`` (and
+    ``attribute``, optional), or a (prompt, subject[, attribute]) tuple of strings."""
+    for i, fact in enumerate(facts):
+        if hasattr(fact, "prompt") and hasattr(fact, "subject"):
+            continue
+        if isinstance(fact, Mapping):
+            missing = [k for k in ("prompt", "subject") if k not in fact]
+            wrong = [
+                k
+                for k in ("prompt", "subject", "attribute")
+                if k in fact and not isinstance(fact[k], str)
+            ]
+            if missing or wrong:
+                problem = f"lacks {missing}" if missing else f"has non-string {wrong}"
+                raise ArgumentTypeError(
+                    f"{function}(): fact {i} {problem}: a record needs string 'prompt' and "
+                    "'subject', and may have 'attribute' (none: the model's own answer)"
+                )
+            continue
+        if (
+            isinstance(fact, tuple | list)
+            and len(fact) in (2, 3)
+            and all(isinstance(x, str) for x in fact)
+        ):
+            continue
+        raise ArgumentTypeError(
+            f"{function}(): fact {i} is {_short(fact)}; a fact is a Fact, a record with "
+            "'prompt', 'subject', 'attribute', or a (prompt, subject[, attribute]) tuple of strings"
+        )

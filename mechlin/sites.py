@@ -136,6 +136,12 @@ def unembed(
     """
     from transformer_lens.tools.analysis import logit_readout  # noqa: PLC0415
 
+    d_model = int(model.cfg.d_model)
+    if resid.ndim == 0 or resid.shape[-1] != d_model:
+        raise ArgumentError(
+            f"resid has shape {tuple(resid.shape)}: its last dimension must be the model's "
+            f"d_model ({d_model})"
+        )
     readout = logit_readout(model, resid, apply_ln=apply_norm, return_type="logits")
     return readout.values
 

@@ -17,7 +17,7 @@ import torch
 
 from mechlin._checks import checked
 from mechlin.errors import ArgumentError
-from mechlin.models import boot_bridge
+from mechlin.models import boot_bridge, record_source
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -139,6 +139,11 @@ def tiny_model(
     >>> model.cfg.n_layers, model.cfg.n_heads, model.cfg.n_key_value_heads
     (3, 4, 2)
     """
+    if d_model % n_heads or n_heads % n_kv_heads:
+        raise ArgumentError(
+            f"d_model={d_model} must be a multiple of n_heads={n_heads}, and n_heads of "
+            f"n_kv_heads={n_kv_heads} (each key-value head serves a whole group of heads)"
+        )
     tokenizer = tiny_tokenizer(add_bos=add_bos)
     hf_model = tiny_hf_model(
         arch=arch,
@@ -152,4 +157,9 @@ def tiny_model(
     )
     hf_model.to(dtype=dtype)  # type: ignore[call-arg]  # transformers stubs mistype .to
     bridge = boot_bridge(f"mechlin-tiny-{arch}", hf_model, tokenizer, device="cpu", dtype=dtype)
+    shape = dict(n_layers=n_layers, d_model=d_model, n_heads=n_heads, n_kv_heads=n_kv_heads)
+    record_source(
+        bridge, "tiny_model", "tiny", arch=arch, seed=seed, d_mlp=d_mlp, add_bos=add_bos,
+        dtype=dtype, **shape,
+    )  # fmt: skip
     return bridge

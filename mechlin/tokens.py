@@ -64,6 +64,19 @@ def _str_tokens(model: TokenizingModel, ids: list[int]) -> list[str]:
     return [model.tokenizer.decode([i]) for i in ids]  # type: ignore[attr-defined]
 
 
+def input_device(model: Any) -> torch.device:
+    """Where a model's input tokens go: the device of its token embedding.
+
+    Under a device map (``load_model(..., device_map=...)``) the layers sit on several devices
+    and the inputs must go where the embedding is; a model on one device gives that device.
+    """
+    embed = getattr(model, "embed", None)
+    if embed is not None:
+        for param in embed.parameters():
+            return param.device
+    return torch.device(getattr(model.cfg, "device", None) or "cpu")
+
+
 def context_length(model: Any) -> int | None:
     """The model's context length (``cfg.n_ctx``), or None when it does not say."""
     n_ctx = getattr(getattr(model, "cfg", None), "n_ctx", None)

@@ -62,6 +62,14 @@ def close(fig: Any) -> None:
     _pyplot().close(fig)
 
 
+def outline_cells(ax: Any, cells: Sequence[tuple[int, int]], color: str = "black") -> None:
+    """Outline unit cells (x, y) of a ``pcolor`` heatmap on ``ax``."""
+    from matplotlib.patches import Rectangle  # noqa: PLC0415  (matplotlib loads with pyplot)
+
+    for x, y in cells:
+        ax.add_patch(Rectangle((x, y), 1, 1, fill=False, edgecolor=color, lw=0.8))
+
+
 def figure_to_html(fig: Any) -> str:
     """Embed a matplotlib figure in HTML as an inline PNG (no external files)."""
     import base64  # noqa: PLC0415
@@ -89,7 +97,22 @@ def circuitsvis_html(rendered: Any) -> str:
         raise ArgumentTypeError(
             f"expected a circuitsvis RenderedHTML, got {type(rendered).__name__}"
         )
-    return local
+    return _script_safe(local)
+
+
+def _script_safe(page: str) -> str:
+    """circuitsvis writes its data (tokens: user text) as JSON inside ``<script>``, where a
+    ``</script>`` in a token would end the script and the rest would run as page markup. The
+    data's ``<``, ``>`` and ``&`` (only ever inside its JSON strings) become ``\\u003c`` etc., the
+    same string to JavaScript (as Django's ``json_script`` does)."""
+    start = page.rfind("CircuitsVis.render(")
+    end = page.rfind("</script>")
+    if start < 0 or end < start:
+        return page
+    data = page[start:end]
+    for char, code in (("&", "\\u0026"), ("<", "\\u003c"), (">", "\\u003e")):
+        data = data.replace(char, code)
+    return page[:start] + data + page[end:]
 
 
 @torch.no_grad()

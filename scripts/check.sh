@@ -41,4 +41,7 @@ python demos/origins_of_linearity.py --small --out "$out/origins_of_linearity.ht
 python demos/cognition_vs_expression.py --models smollm2-135m --datasets arc_easy --n-items 24 \
     --ft-base smollm2-135m --ft-steps 2 --ft-train 16 --ft-saves 2 --ft-n-items 24 \
     --n-samples 4 --pass-k 1 4 --shots 0 --out "$out/cognition.html"
+# Adaptive tracing against the exact trace: the benchmark's script at smoke size (one fact).
+python benchmarks/adaptive_trace.py --models smollm2-135m --n-facts 1 --kinds mlp --n-samples 2 \
+    --rome-facts 0 --out "$out/adaptive"
 echo "== all checks passed"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import subprocess
 import sys
@@ -128,6 +129,20 @@ def test_trace_writes_report_and_results_for_every_kind(tmp_path: Path) -> None:
     assert torch.allclose(again.scores, trace.scores)
 
 
+def test_trace_with_a_budget_is_adaptive(tmp_path: Path) -> None:
+    out = tmp_path / "adaptive"
+    done = mechlin_cmd(
+        "trace", "tiny", "Big Ben is in", "Big Ben", "--n-samples", "2", "--budget", "0.3",
+        "--out", out, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    trace = mechlin.AdaptiveTrace.load(out / "result.pt")
+    assert 0 < trace.n_exact <= trace.budget == math.ceil(0.3 * trace.scores.numel())
+    assert "restored exactly" in done.stdout
+    bad = mechlin_cmd("trace", "tiny", "Big Ben is in", "Big Ben", "--budget", "0", cwd=tmp_path)
+    assert bad.returncode == 2 and "budget=0" in bad.stderr
+
+
 def test_quiet_prints_only_the_summary(tmp_path: Path) -> None:
     done = mechlin_cmd(
         "trace", "tiny", "Big Ben is in", "Big Ben", "--n-samples", "1", "--quiet",
@@ -205,6 +220,64 @@ def test_origins_with_the_alignment_on_a_tiny_model(tmp_path: Path) -> None:
     assert isinstance(run, mechlin.OriginsRun)
     align = mechlin.EmbeddingUnembeddingAlignment.load(out / "alignment.pt")
     assert "matched cosine" in align.summary()
+
+
+def short_mcq(path: Path, n: int = 12) -> Path:
+    """ARC-Easy dev items short enough for the tiny models' 256-token context, as a JSONL file."""
+    lines = (Path(mechlin.__file__).parent / "datasets/data/mcq/arc_easy_dev.jsonl").read_text(
+        encoding="utf-8"
+    )
+    rows = [json.loads(line) for line in lines.splitlines() if line.strip()]
+    rows.sort(key=lambda r: len(json.dumps(r["question"])))
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows[:n]), "utf-8")
+    return path
+
+
+def test_cognition_on_two_tiny_models(tmp_path: Path) -> None:
+    mcq = short_mcq(tmp_path / "short.jsonl")
+    out = tmp_path / "cognition"
+    done = mechlin_cmd(
+        "cognition", "tiny", "tiny-gemma3", "--mcq", mcq, "--n-items", "12", "--pass-k", "1", "2",
+        "--n-samples", "2", "--pca-dim", "4", "--out", out, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "Cognition vs expression: 2 model(s) x 1 dataset(s)" in done.stdout
+    assert "loading tiny-gemma3" in done.stderr and "report:" in done.stdout
+    result = assert_wrote_report(out, mechlin.CognitionExpression)
+    assert isinstance(result, mechlin.CognitionExpression)
+    assert result.model_names == ("tiny", "tiny-gemma3") and result.datasets == ("short",)
+    assert result.pass_k == (1, 2) and len(result.probes[0].test_acc) == 3  # 3 layers
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert "The gap: cognition - expression" in page and "Probe: " in page
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--n-items", "2"), "--n-items must be at least 3"),
+        (("--pass-k", "8", "--n-samples", "4"), "--pass-k 8 needs --n-samples >= 8"),
+        (("--datasets", "arc_easy", "--n-items", "12"), "more than the model's context"),
+        (("--mcq", "missing.jsonl"), "neither a shipped multiple-choice set"),
+    ],
+)
+def test_cognition_bad_input_exits_2(tmp_path: Path, args: tuple[str, ...], message: str) -> None:
+    done = mechlin_cmd("cognition", "tiny", *args, "--quiet", cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr and "Traceback" not in done.stderr
+    done = mechlin_cmd("cognition", "tiny", "tiny", "--quiet", cwd=tmp_path)
+    assert done.returncode == 2 and "a model is named twice" in done.stderr
+
+
+def test_every_area_has_a_command() -> None:
+    areas = {
+        "recall": {"trace", "dissect"},
+        "neurons": {"neurons", "superposition"},
+        "directions": {"concepts"},
+        "origins": {"origins"},
+        "cognition": {"cognition"},
+    }
+    for area, commands in areas.items():
+        assert commands <= set(COMMANDS), (area, commands - set(COMMANDS))
 
 
 # ---------------------------------------------------------------- error paths

@@ -139,12 +139,21 @@ def pages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     pairs = out / "pairs.json"
     rows = [{"concept": c, "base": b, "target": t} for c, b, t in WORD_PAIRS]
     pairs.write_text(json.dumps(rows), encoding="utf-8")
+    mcq_rows = [
+        json.loads(line)
+        for line in (ROOT / "mechlin/datasets/data/mcq/arc_easy_dev.jsonl").open(encoding="utf-8")
+    ]
+    mcq_rows.sort(key=lambda r: len(json.dumps(r["question"])))  # short: the tiny context
+    mcq = out / "short_mcq.jsonl"
+    mcq.write_text("".join(json.dumps(r) + "\n" for r in mcq_rows[:12]), encoding="utf-8")
     commands = {
         "cli_trace": ["trace", "tiny", *PAIRS[1], "--kind", "all", "--n-samples", "2"],
         "cli_concepts": ["concepts", "tiny", "--pairs", str(pairs), "--n-random", "200"],
         "cli_superposition": ["superposition", "--grid", "2", "--steps", "20", "--seeds", "1"],
         "cli_origins": ["origins", "--steps", "30", "--n-concepts", "4", "--model", "tiny",
                         "--pairs", str(pairs), "--max-pairs", "3"],
+        "cli_cognition": ["cognition", "tiny", "tiny-gemma3", "--mcq", str(mcq), "--n-items",
+                          "12", "--pass-k", "1", "2", "--n-samples", "2", "--pca-dim", "4"],
     }  # fmt: skip
     for name, argv in commands.items():
         assert cli_main([*argv, "--quiet", "--out", str(out / name)]) == 0, name
@@ -160,6 +169,16 @@ def pages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     ]
     pages["result_views"] = viz.write_report(out / "views.html", "Result views", views)
 
+    # hostile text in every user string: shown as text, never run (circuitsvis still renders)
+    evil = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>'
+    hostile = [
+        (evil, viz.head_patterns_html(tiny, f"The {evil} Eiffel Tower is in", [(0, 1)])),
+        (evil, neuron_activations_html(tiny, [f"a {evil} b"], [(0, 1)])),
+        ("trace", mechlin.causal_trace(tiny, f"{evil} Big Ben is in", "Big Ben", n_samples=1)
+         ._repr_html_()),
+    ]  # fmt: skip
+    pages["hostile"] = viz.write_report(out / "hostile.html", evil, hostile)
+
     notebook_html = ARTIFACTS / "notebooks" / "01_getting_started.html"
     if not notebook_html.exists():  # tests/test_notebooks.py writes it when it runs first
         execute_notebook(ROOT / "notebooks" / "01_getting_started.py", html_out=notebook_html)
@@ -174,7 +193,9 @@ PAGE_NAMES = [
     "cli_concepts",
     "cli_superposition",
     "cli_origins",
+    "cli_cognition",
     "result_views",
+    "hostile",
     "notebook_getting_started",
 ]
 
@@ -246,7 +267,9 @@ def test_report_opens_offline_and_renders(browser: Any, pages: dict[str, Path], 
     assert browser.execute_script("return document.images.length") > 0, f"{name}: no figure"
     empty = [v for v in views if v[1] == 0 or v[2] <= 0]
     assert not empty, f"{name}: circuitsvis views that did not render: {empty}"
-    if name in ("dissection", "neurons", "result_views", "notebook_getting_started"):
+    pwned = browser.execute_script("return window.__pwned === undefined ? null : window.__pwned")
+    assert pwned is None, f"{name}: markup from user text ran (window.__pwned = {pwned})"
+    if name in ("dissection", "neurons", "result_views", "hostile", "notebook_getting_started"):
         assert views, f"{name}: expected a circuitsvis view"
     if not name.startswith("notebook"):  # mechlin's own pages: text wraps, nothing runs off
         wide = browser.execute_script(_OVERFLOW)

@@ -36,7 +36,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
@@ -67,7 +67,9 @@ from mechlin.errors import (
     TokenizationError,
 )
 from mechlin.results import Result
+from mechlin.runners import Item, Runner, as_runner
 from mechlin.sites import hook_name, unembed
+from mechlin.tokens import input_device
 
 SampleFrom = Literal["letters", "vocab"]
 _KIND = "expression_scores"
@@ -123,7 +125,7 @@ def _logprob_rows(
     Requests are sorted longest first and right-padded; each row is read at its own positions.
     """
     final = hook_name(model, "final_resid")
-    device = model.cfg.device
+    device = input_device(model)
     order = sorted(range(len(inputs)), key=lambda i: -len(inputs[i]))
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
@@ -395,6 +397,7 @@ def expression_scores(
     chunk_size: int = 64,
     out: str | os.PathLike[str] | None = None,
     progress: bool = True,
+    runner: Runner | None = None,
 ) -> ExpressionScores:
     """Score ``model``'s answers on ``dataset``: cloze likelihoods, letters, sampled letters.
 
@@ -402,6 +405,7 @@ def expression_scores(
     drawn per item with ``seed``). ``n_samples`` letters per item are sampled at
     ``temperature`` for pass@k (seeded per item, so batching changes nothing). With ``out=`` a
     directory, chunks of ``chunk_size`` items are stored as they finish and a rerun resumes.
+    ``runner=mechlin.RayRunner(...)`` scores the chunks on Ray workers (the same scores).
     """
     if not isinstance(dataset, MCQDataset):
         raise ArgumentTypeError(f"dataset must be an MCQDataset (load_mcq), not {type(dataset)}")
@@ -437,35 +441,31 @@ def expression_scores(
             chunk_size=chunk_size,
         )
         store = ItemStore(out, kind=_KIND, settings=settings)
-    bar = tqdm(
-        total=len(dataset), desc=f"expression {dataset.name}", unit="item", disable=not progress
+    options = dict(
+        n_samples=n_samples,
+        temperature=float(temperature),
+        sample_from=sample_from,
+        seed=seed,
+        batch_size=batch_size,
     )
-
-    def run(chunk: range) -> dict[str, Tensor]:
-        return _score_chunk(
-            model,
-            dataset,
-            shot_lists,
-            chunk,
-            n_samples,
-            float(temperature),
-            sample_from,
-            seed,
-            batch_size,
+    work = [
+        Item(
+            f"chunk{c:06d}",
+            dict(options, chunk=chunk, items={i: dataset[i] for i in chunk},
+                 shots={i: shot_lists[i] for i in chunk}),
+            size=len(chunk),
         )
-
-    parts = []
-    with bar:
-        for c, chunk in enumerate(chunks):
-            key = f"chunk{c:06d}"
-            if store is not None and store.has(key):
-                part = store.load(key)
-            else:
-                part = run(chunk)
-                if store is not None:
-                    store.save(key, part)
-            parts.append(part)
-            bar.update(len(chunk))
+        for c, chunk in enumerate(chunks)
+    ]  # fmt: skip
+    found = as_runner(runner).map(
+        model,
+        _chunk_work,
+        work,
+        store=store,
+        progress=progress,
+        desc=f"expression {dataset.name}",
+    )
+    parts = [found[w.key] for w in work]
     if store is not None and not store.complete:
         store.finish(dict(n_items=len(dataset)))
     width = max(int(p["option_loglik"].shape[1]) for p in parts)
@@ -495,10 +495,25 @@ def expression_scores(
     )
 
 
+def _chunk_work(model: Model, payload: dict[str, Any]) -> dict[str, Tensor]:
+    """All scores of one chunk of items (the runners' unit of work)."""
+    return _score_chunk(
+        model,
+        payload["items"],
+        payload["shots"],
+        payload["chunk"],
+        payload["n_samples"],
+        payload["temperature"],
+        payload["sample_from"],
+        payload["seed"],
+        payload["batch_size"],
+    )
+
+
 def _score_chunk(
     model: Model,
-    dataset: MCQDataset,
-    shot_lists: list[list[Any]],
+    dataset: Mapping[int, Any],
+    shot_lists: Mapping[int, list[Any]],
     chunk: range,
     n_samples: int,
     temperature: float,

@@ -34,7 +34,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, ClassVar, Literal, get_args
 
 import numpy as np
 import torch
@@ -64,6 +64,8 @@ Select = Literal["validation", "test"]
 @dataclass(frozen=True)
 class CognitionProbe(Result):
     """Held-out accuracy of a linear probe for the right answer, at every layer."""
+
+    _nonfinite: ClassVar[frozenset[str]] = frozenset({"val_acc"})  # NaN: no validation items
 
     model_name: str
     dataset: str

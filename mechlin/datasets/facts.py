@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from mechlin._checks import checked
 from mechlin._types import Model
 from mechlin.errors import ArgumentError, EmptyInputError
-from mechlin.tokens import answer_tokens
+from mechlin.tokens import answer_tokens, input_device
 
 
 @dataclass(frozen=True)
@@ -108,10 +108,16 @@ def _as_fact(item: FactLike) -> Fact:
     if isinstance(item, Fact):
         return item
     if isinstance(item, dict):
+        missing = [k for k in ("prompt", "subject") if k not in item]
+        if missing:
+            raise ArgumentError(
+                f"a fact record lacks {', '.join(missing)}: each needs prompt and subject "
+                f"(and attribute, else the model's own answer is traced); got keys {sorted(item)}"
+            )
         return Fact(
             prompt=item["prompt"],
             subject=item["subject"],
-            attribute=item["attribute"],
+            attribute=item.get("attribute", ""),
             relation_id=item.get("relation_id", ""),
             known_id=item.get("known_id", -1),
         )
@@ -140,7 +146,7 @@ def next_token_logits(
     # (equal-length groups, at most batch_size prompts each: the logits of all positions of a
     # batch are materialized, 1.5 GB for 150 Gemma prompts of 10 tokens)
     for idx in tqdm(batches, desc="next-token logits", disable=not progress):
-        batch = torch.stack([token_rows[i] for i in idx]).to(model.cfg.device)
+        batch = torch.stack([token_rows[i] for i in idx]).to(input_device(model))
         out[idx] = model(batch)[:, -1].float().cpu()
     return out
 

@@ -39,7 +39,6 @@ from typing import Any, Literal
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from mechlin._checks import checked
 from mechlin._store import ItemStore, model_fingerprint, read_index
@@ -52,8 +51,9 @@ from mechlin.errors import (
     NotInResultError,
     StoreMismatchError,
 )
+from mechlin.runners import Item, Runner, as_runner
 from mechlin.sites import hook_names
-from mechlin.tokens import context_length
+from mechlin.tokens import context_length, input_device
 
 Pooling = Literal["mean", "max", "last", "none"]
 _FORMAT = 2
@@ -315,13 +315,14 @@ def _run_chunk(
     parts: dict[str, list[Tensor]] = {h: [] for h in hooks}
     batch_ids: list[list[int]] = []
     pad_id = 0
+    device = input_device(model)
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         lengths = torch.tensor([rows[i].shape[0] for i in idx])
         tokens = torch.full((len(idx), int(lengths.max())), pad_id, dtype=torch.long)
         for b, i in enumerate(idx):
             tokens[b, : lengths[b]] = rows[i]
-        lengths_dev = lengths.to(model.cfg.device)
+        lengths_dev = lengths.to(device)
         fired: dict[str, Tensor] = {}
 
         def make_hook(name: str, fired: dict[str, Tensor], lengths: Tensor) -> Any:
@@ -334,7 +335,7 @@ def _run_chunk(
 
         try:
             with model.hooks(fwd_hooks=[(h, make_hook(h, fired, lengths_dev)) for h in hooks]):
-                model(tokens.to(model.cfg.device), return_type=None)
+                model(tokens.to(device), return_type=None)
         except _AllHooksFired:
             pass
         missing = [h for h in hooks if h not in fired]
@@ -359,6 +360,25 @@ def _run_chunk(
     inverse = torch.empty(len(flat), dtype=torch.long)
     inverse[torch.tensor(flat)] = torch.arange(len(flat))
     return {h: torch.cat(parts[h])[inverse] for h in hooks}
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+
+def _chunk_work(model: Model, payload: dict[str, Any]) -> dict[str, Tensor]:
+    """The pooled rows of one chunk of texts (the runners' unit of work)."""
+    return _run_chunk(
+        model,
+        payload["rows"],
+        payload["hooks"],
+        payload["n_bos"],
+        payload["pooling"],
+        payload["batch_size"],
+        payload["dtype"],
+        _NoBar(),
+    )
 
 
 def _row_index(
@@ -390,6 +410,7 @@ def collect_activations(
     chunk_size: int = 1024,
     progress: bool = True,
     desc: str = "collecting activations",
+    runner: Runner | None = None,
 ) -> NeuronActivations:
     """Run ``model`` over ``dataset`` (texts, or an object with ``.texts``) and pool each hook.
 
@@ -397,6 +418,7 @@ def collect_activations(
     ``[example, neuron]`` matrix. Texts longer than ``max_tokens`` tokens are truncated (a
     warning says how many). With ``out=`` a directory, chunks of ``chunk_size`` texts are written
     as they finish and a rerun resumes; a directory holding other texts or options raises.
+    ``runner=mechlin.RayRunner(...)`` sends the chunks to Ray workers (the same rows).
 
     >>> import mechlin
     >>> model = mechlin.tiny_model()
@@ -431,94 +453,73 @@ def collect_activations(
         n_examples=len(texts),
         model_name=str(getattr(model.cfg, "model_name", "")),
     )
-    bar = tqdm(
-        total=int(sum(r.shape[0] for r in rows)),
-        desc=desc,
-        unit="tok",
-        disable=not progress,
-    )
     chunks = [range(s, min(s + chunk_size, len(rows))) for s in range(0, len(rows), chunk_size)]
-
-    def run(chunk: range) -> dict[str, Tensor]:
-        texts_rows = [rows[i] for i in chunk]
-        return _run_chunk(model, texts_rows, hook_list, n_bos, pooling, batch_size, dtype, bar)
-
-    with bar:
-        if out is None:
-            got = [run(c) for c in chunks]
-            data = {h: torch.cat([g[h] for g in got]) for h in hook_list}
-            return NeuronActivations(
-                hooks=hook_list,
-                pooling=pooling,
-                n_examples=len(texts),
-                model_name=str(meta["model_name"]),
-                example_idx=example_idx,
-                position=position,
-                token_ids=token_ids,
-                n_tokens=n_tokens,
-                _data=data,
-            )
-        settings = dict(
-            meta,
-            texts_sha256=_texts_sha256(texts),
-            model=model_fingerprint(model),
-            dtype=str(dtype),
-            max_tokens=max_tokens,
-            chunk_size=chunk_size,
-            format=_FORMAT,
+    options = dict(hooks=hook_list, n_bos=n_bos, pooling=pooling, batch_size=batch_size)
+    items = [
+        Item(
+            f"chunks/{c:06d}",
+            dict(options, rows=[rows[i] for i in chunk], dtype=dtype),
+            size=int(sum(rows[i].shape[0] for i in chunk)),
         )
-        store = ItemStore(out, kind=_KIND, settings=settings)
-        index = dict(
-            example_idx=example_idx, position=position, token_ids=token_ids, n_tokens=n_tokens
+        for c, chunk in enumerate(chunks)
+    ]
+    runner = as_runner(runner)
+    if out is None:
+        got = runner.map(model, _chunk_work, items, progress=progress, desc=desc, unit="tok")
+        data = {h: torch.cat([got[item.key][h] for item in items]) for h in hook_list}
+        return NeuronActivations(
+            hooks=hook_list,
+            pooling=pooling,
+            n_examples=len(texts),
+            model_name=str(meta["model_name"]),
+            example_idx=example_idx,
+            position=position,
+            token_ids=token_ids,
+            n_tokens=n_tokens,
+            _data=data,
         )
-        sizes = [int(sum(rows[i].shape[0] for i in c)) for c in chunks]
-        _store_chunks(store, chunks, sizes, run, hook_list, bar, meta, index)
+    settings = dict(
+        meta,
+        texts_sha256=_texts_sha256(texts),
+        model=model_fingerprint(model),
+        dtype=str(dtype),
+        max_tokens=max_tokens,
+        chunk_size=chunk_size,
+        format=_FORMAT,
+    )
+    store = ItemStore(out, kind=_KIND, settings=settings)
+    index = dict(example_idx=example_idx, position=position, token_ids=token_ids, n_tokens=n_tokens)
+    _store_chunks(store, items, hook_list, meta, index, lambda todo: runner.map(
+        model, _chunk_work, todo, store=store, progress=progress, desc=desc, unit="tok"
+    ))  # fmt: skip
     return NeuronActivations.load(store.root)
 
 
 def _store_chunks(
     store: ItemStore,
-    chunks: list[range],
-    sizes: list[int],
-    run: Callable[[range], dict[str, Tensor]],
+    items: list[Item],
     hooks: tuple[str, ...],
-    bar: Any,
     meta: dict[str, Any],
     index: dict[str, Tensor],
+    compute: Callable[[list[Item]], Any],
 ) -> None:
-    """Write each chunk's rows to the store, skipping chunks already there, then one per hook."""
+    """Have every chunk computed into the store (the runner skips those already there and
+    waits for those another writer holds), then write one file per hook."""
     finished = [_hook_key(h) for h in hooks] + [_ROWS]
     if store.complete:
         if all(store.verify(k) for k in finished):
-            bar.update(bar.total - bar.n)
             return
         store.reopen()  # a damaged file of a finished store: collect again
-    keys = [f"chunks/{c:06d}" for c in range(len(chunks))]
-    pending = list(zip(keys, chunks, sizes, strict=True))
-    while pending:  # chunks another live writer holds are waited for, or taken over if it died
-        if read_index(store.root).get("complete"):
-            return  # another writer finished the whole store meanwhile
-        waiting = []
-        for key, chunk, size in pending:
-            if store.verify(key):  # a damaged chunk is reported and recomputed
-                bar.update(size)
-                continue
-            if not store.claim(key):
-                waiting.append((key, chunk, size))
-                continue
-            try:
-                store.save(key, run(chunk))  # a chunk file exists only once complete
-            finally:
-                store.release(key)
-        if waiting:
-            store.wait_for(waiting[0][0])
-        pending = waiting
+    if read_index(store.root).get("complete"):
+        return  # another writer finished the whole store meanwhile
+    compute(items)
     while not store.claim("finish"):  # another writer is writing the hook files
         if _wait_until_complete(store):
             return
     try:
         if read_index(store.root).get("complete"):
             return  # another writer finished it between our last chunk and our claim
+        keys = [item.key for item in items]
         for h in hooks:  # one hook at a time: memory holds one [row, neuron] matrix
             store.save(_hook_key(h), torch.cat([store.load(k, mmap=True)[h] for k in keys]))
         store.save(_ROWS, index)

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import Any, ClassVar, Literal, get_args
 
 import numpy as np
 import torch
@@ -327,6 +327,10 @@ class ProbeSweep(Result):
     k = 8). ``shuffled_f1``/``rotated_f1`` are the controls, ``[repeat, k]``, mean-difference
     selection.
     """
+
+    _nonfinite: ClassVar[frozenset[str]] = frozenset(
+        {"f1", "precision", "recall", "mcc", "roc_auc"}
+    )  # NaN: not run at that k
 
     ks: tuple[int, ...]
     methods: tuple[str, ...]

@@ -54,9 +54,11 @@ from mechlin.neurons.probing import (
 )
 from mechlin.results import Result
 from mechlin.sites import hook_name
+from mechlin.tokens import input_device
 
 PRUNE_STEPS = 10
 SWEEP_KS = (1, 2, 3, 4, 5, 6, 7, 8)
+SWEEP_LINES = 6  # plot_sweeps draws lines up to this many features, heatmaps beyond
 
 
 @dataclass(frozen=True)
@@ -161,7 +163,33 @@ class NeuronReport(Result):
         return fig
 
     def plot_sweeps(self, fig: Any = None) -> Any:
-        """F1 against k (1..8) at each feature's best layer, and the pruning curves."""
+        """F1 against k (1..8) at each feature's best layer, and the pruning curves.
+
+        Up to ``SWEEP_LINES`` features are drawn as lines; more would be spaghetti, so they are
+        drawn as two heatmaps (features x k, features x neurons removed), feature names on y.
+        """
+        n_f = len(self.verdicts)
+        if n_f <= SWEEP_LINES:
+            return self._sweep_lines(fig)
+        height = min(24.0, 1.6 + 0.22 * n_f)
+        width = 10.0 + 0.05 * max(map(len, self.features))
+        fig, panels = viz.figure(1, 2, fig=fig, figsize=(width, height))
+        axes = panels[0]
+        grids = (
+            (_padded([v.f1_by_k for v in self.verdicts]), 1, "k", "F1 vs k at the best layer"),
+            (_padded([v.prune_f1 for v in self.verdicts]), 0, "best neurons removed", ""),
+        )
+        for ax, (grid, first, xlabel, title) in zip(axes, grids, strict=True):
+            img = ax.imshow(grid.numpy(), aspect="auto", cmap="viridis", vmin=0.0, vmax=1.0)
+            ax.set_xticks(range(grid.shape[1]))
+            ax.set_xticklabels([str(first + i) for i in range(grid.shape[1])], fontsize=7)
+            ax.set_yticks(range(n_f))
+            ax.set_yticklabels([v.feature for v in self.verdicts], fontsize=6)
+            ax.set(xlabel=xlabel, title=title or "iterative pruning: best k = 1 F1")
+        fig.colorbar(img, ax=list(axes), fraction=0.03, pad=0.02, label="held-out F1")
+        return fig
+
+    def _sweep_lines(self, fig: Any = None) -> Any:
         fig, panels = viz.figure(1, 2, fig=fig, figsize=(10, 3.6))
         axes = panels[0]
         for v in self.verdicts:
@@ -216,6 +244,15 @@ class NeuronReport(Result):
 
 
 # ---------------------------------------------------------------- pieces
+
+
+def _padded(rows: Sequence[Tensor]) -> Float[Tensor, "feature step"]:
+    """Curves of possibly different lengths as one grid, NaN where a curve is shorter."""
+    width = max(r.numel() for r in rows)
+    grid = torch.full((len(rows), width), math.nan, dtype=torch.float64)
+    for i, r in enumerate(rows):
+        grid[i, : r.numel()] = r.double()
+    return grid
 
 
 def best_single_neurons(
@@ -298,7 +335,7 @@ def lm_loss(
         tokens = torch.zeros(len(chunk), int(lengths.max()), dtype=torch.long)
         for i, r in enumerate(chunk):
             tokens[i, : r.shape[0]] = r
-        tokens = tokens.to(model.cfg.device)
+        tokens = tokens.to(input_device(model))
         with model.hooks(fwd_hooks=list(hooks)):
             logits = model(tokens)  # (batch, pos, vocab)
         logp = torch.log_softmax(logits[:, :-1].float(), -1)
@@ -365,6 +402,8 @@ def classify_neurons(
     pass already-collected activations per dataset name (with the dataset's pooling).
     """
     features = _features_of(datasets)
+    if not features:
+        raise EmptyInputError("datasets is empty: pass at least one labelled feature dataset")
     if not broad_texts:
         raise EmptyInputError("broad_texts is empty: pass unrelated text to check neurons on")
     layer_list = list(range(model.cfg.n_layers)) if layers is None else list(layers)

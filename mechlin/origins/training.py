@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from jaxtyping import Bool, Float, Int
@@ -66,6 +66,19 @@ DEFAULT_LR = {"sgd": 20.0, "adam": 0.01}
 @dataclass(frozen=True)
 class OriginsRun(Result):
     """Loss, linearity and orthogonality over training on a latent-concept model."""
+
+    _nonfinite: ClassVar[frozenset[str]] = frozenset(
+        {
+            "unembed_linearity",
+            "context_linearity",
+            "unembed_baseline",
+            "context_baseline",
+            "orth_independent",
+            "orth_dependent",
+            "unembed_gram",
+            "context_gram",
+        }
+    )  # NaN: no pairs to measure
 
     steps: Int[Tensor, " record"]
     loss: Float[Tensor, " record"]  # exact expected cross-entropy on the training contexts

@@ -121,6 +121,7 @@ class ReplayEngine:
 
         hooks = _noise_hooks(model, setup, torch.arange(rows)) + [(h, saver(h)) for h in pre + post]
         self.keys, self.values = self.replayer.run(setup.corrupt, hooks)
+        self._kwargs: dict[int, Sequence[dict[str, Any]]] = {}  # per position, for this run
         self.resid_pre = [saved[h] for h in pre]  # each (rows, pos, d_model)
         self.resid_post = [saved[h] for h in post]
         return self.resid_post[-1][:, -1]
@@ -146,7 +147,11 @@ class ReplayEngine:
         join_at = [c[0] + 1 if resid else c[1].start for c in cells]
         order = sorted(range(len(cells)), key=lambda i: join_at[i])
         for col, t in enumerate(positions):
-            kwargs = self.replayer.layer_kwargs(setup.corrupt, self.keys, self.values, t)
+            if t not in self._kwargs:  # adaptive tracing comes back to a position
+                self._kwargs[t] = self.replayer.layer_kwargs(
+                    setup.corrupt, self.keys, self.values, t
+                )
+            kwargs = self._kwargs[t]
             per_chunk = _rows_per_chunk(model, n_pos - t, n_pos, t, budget)
             for chunk in _chunks(len(order), n_rows, per_chunk):
                 cell_ids = [order[i] for i in chunk]

@@ -10,8 +10,8 @@ exactly that for Hugging Face decoder-only models wrapped by a ``TransformerBrid
 2. ``run(tokens, rows, hooks)`` runs the model once and keeps, per layer, the full keys and
    values (a plain ``DynamicCache``, so sliding-window layers keep every position too).
 3. ``layer_kwargs(tokens, t)`` records what the model passes each layer (attention mask,
-   rotary embeddings, ...) when positions t.. follow a cached prefix of length t, by running
-   the model once on a batch of one.
+   rotary embeddings, ...) when positions t.. follow a cached prefix of length t, by calling
+   the model once on a batch of one with its layers stubbed out.
 4. ``replay(...)`` then calls the layers directly, from any layer on, with any number of rows,
    each layer given a cache holding the prefix keys/values of the rows it processes.
 
@@ -93,8 +93,14 @@ class Replayer:
     @torch.no_grad()
     def layer_kwargs(
         self, tokens: Tensor, keys: Sequence[Tensor], values: Sequence[Tensor], t: int
-    ):
-        """What the model passes each layer when positions t.. follow a cached prefix of t."""
+    ) -> list[dict[str, Any]]:
+        """What the model passes each layer when positions t.. follow a cached prefix of t.
+
+        The model's forward computes every layer's arguments (attention masks, rotary
+        embeddings, cache positions) before its loop over the layers, so the layers themselves
+        are stubbed out for this one call (each returns its input): the arguments are recorded
+        at the cost of the embedding and the final norm, not of a forward pass.
+        """
         recorded: dict[int, dict[str, Any]] = {}
 
         def record(j: int) -> Callable[..., None]:
@@ -108,15 +114,25 @@ class Replayer:
 
             return pre_hook
 
+        def identity(*args: Any, **kwargs: Any) -> Any:
+            return args[0] if args else kwargs["hidden_states"]
+
         handles = [
             layer.register_forward_pre_hook(record(j), with_kwargs=True)
             for j, layer in enumerate(self.layers)
         ]
         one = [torch.zeros(1, dtype=torch.long, device=tokens.device)] * len(self.layers)
+        for layer in self.layers:
+            # an instance attribute shadows the class's forward (set past the bridge's own
+            # __setattr__, which forwards attributes to the wrapped module)
+            object.__setattr__(layer, "forward", identity)
         try:
             cache = self.prefix_cache(keys, values, t, one)
-            self.hf(input_ids=tokens[:1, t:], past_key_values=cache, use_cache=True)
+            base = self.hf.model  # the decoder without the unembedding
+            base(input_ids=tokens[:1, t:], past_key_values=cache, use_cache=True)  # type: ignore[operator]
         finally:
+            for layer in self.layers:
+                vars(layer).pop("forward", None)
             for h in handles:
                 h.remove()
         return [recorded[j] for j in range(len(self.layers))]

@@ -29,7 +29,6 @@ from typing import Any, ClassVar, Literal
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from mechlin import viz
 from mechlin._checks import checked
@@ -38,8 +37,10 @@ from mechlin._store import ItemStore, model_fingerprint
 from mechlin._types import Model
 from mechlin.datasets.facts import Fact, FactLike, as_facts, is_known, next_token_logits
 from mechlin.errors import EmptyInputError
-from mechlin.recall.tracing import Kind, Metric, causal_trace
+from mechlin.recall.attribution import adaptive_trace
+from mechlin.recall.tracing import CausalTrace, Kind, Metric, causal_trace
 from mechlin.results import Result
+from mechlin.runners import Item, Runner, as_runner
 from mechlin.tokens import answer_tokens
 
 BUCKETS = (
@@ -83,6 +84,8 @@ class AverageCausalEffects(Result):
     n_multi_token_attributes: int  # known facts whose attribute is several tokens (first scored)
     metric: str
     window: int
+    method: str = "exact"  # "adaptive": cells restored exactly where attribution ranks them high
+    share_exact: float = 1.0  # share of the pooled traces' cells restored exactly
 
     _renamed: ClassVar[dict[str, str]] = {
         "n_samples": "n_pooled",
@@ -120,6 +123,11 @@ class AverageCausalEffects(Result):
             f"clean {self.clean_score:.4f}, corrupted {self.corrupt_score:.4f}, "
             f"ATE {self.ate:.4f} ± {self.ate_se:.4f} ({self.metric})",
         ]
+        if self.method != "exact":
+            lines.append(
+                f"adaptive tracing: {self.share_exact:.0%} of the cells restored exactly, the "
+                "others estimated by attribution patching"
+            )
         for kind in self.kinds:
             bucket, layer, value = self.peak(kind)
             lines.append(f"{kind:5s}: AIE peak {value:.4f} at the {bucket}, layer {layer}")
@@ -173,6 +181,9 @@ def average_causal_effects(
     out: str | Path | None = None,
     progress: bool = True,
     memory_budget: int = 1 << 30,
+    method: Literal["exact", "adaptive"] = "exact",
+    budget: float | int = 0.1,
+    runner: Runner | None = None,
 ) -> AverageCausalEffects:
     """Trace every known fact with every kind and average the indirect effects (ROME Fig. 2).
 
@@ -181,6 +192,12 @@ def average_causal_effects(
             (prompt, subject) pairs (the model's own answer is traced; no knowledge check).
         out: a directory; each fact's traces are written there as they are computed, and a
             rerun with the same settings resumes (other settings in a used directory raise).
+        method: ``"exact"`` restores every cell (``causal_trace``); ``"adaptive"`` traces each
+            fact with ``adaptive_trace``: an attribution-patching estimate of every cell, the
+            ``budget`` share (or number) of cells it ranks highest, and a random sample,
+            restored exactly (``mechlin.recall.attribution``).
+        runner: where the facts are traced: ``None`` here, ``mechlin.RayRunner(...)`` on Ray
+            workers (the same results; they write into the same ``out=`` store).
         Other options as in ``causal_trace``.
     """
     items = as_facts(facts)
@@ -194,83 +211,64 @@ def average_causal_effects(
         seed=seed,
         metric=metric,
     )
+    if method != "exact":  # (stores of exact runs keep the settings they always had)
+        settings.update(method=method, budget=budget)
     store = None
     if out is not None:
         settings["model"] = model_fingerprint(model)
         store = ItemStore(out, kind="causal_effects", settings=settings)
 
-    # Which facts does the model know? One batched pass (prompts of equal length together).
-    stored: dict[int, dict[str, Any]] = {}
-    if store is not None:
-        for i, item in enumerate(items):
-            found = store.get(_fact_key(item))  # None if absent or damaged (recomputed)
-            if found is not None:
-                stored[i] = found
-    todo = [i for i in range(len(items)) if i not in stored]
+    # Which facts does the model know? One batched pass (prompts of equal length together),
+    # here, so that every runner's workers get the same answers.
+    keys = [_fact_key(item) for item in items]
+    todo = [i for i, key in enumerate(keys) if store is None or not store.verify(key)]
     top1: dict[int, int] = {}
     if todo:
         logits = next_token_logits(model, [items[i].prompt for i in todo])
         top1 = dict(zip(todo, logits.argmax(-1).tolist(), strict=True))
+    options: dict[str, Any] = dict(
+        window=window,
+        noise=noise,
+        n_samples=n_samples,
+        seed=seed,  # the same noise for a fact in every process
+        metric=metric,
+        memory_budget=memory_budget,
+    )
+    work = [
+        Item(key, dict(fact=items[i], top1=top1.get(i, -1), kinds=tuple(kinds),
+                       method=method, budget=budget, options=options))
+        for i, key in enumerate(keys)
+    ]  # fmt: skip
+    found = as_runner(runner).map(
+        model, _trace_fact, work, store=store, progress=progress, desc="causal tracing"
+    )
+    records = [found[key] for key in keys]
+    return _aggregate(model, items, records, tuple(kinds), metric, window, method)
 
-    def trace_fact(i: int) -> dict[str, Any]:
-        fact = items[i]
-        multi = bool(fact.attribute) and len(answer_tokens(model, fact.attribute)) > 1
-        record: dict[str, Any] = {"known": is_known(model, fact, top1[i]), "multi": multi}
-        if record["known"]:
-            for kind in kinds:
-                trace = causal_trace(
-                    model,
-                    fact.prompt,
-                    fact.subject,
-                    kind=kind,
-                    window=window,
-                    noise=noise,
-                    n_samples=n_samples,
-                    seed=seed,
-                    metric=metric,
-                    memory_budget=memory_budget,
-                )
-                record[kind] = trace.scores
-                record.update(
-                    p_clean=trace.clean_score,
-                    p_corrupt=trace.corrupt_score,
-                    span=list(trace.subject_span),
-                )
-        return record
 
-    found_records: dict[int, dict[str, Any]] = dict(stored)
-    deferred: list[int] = []  # facts another live writer of the store is tracing
-    for i in tqdm(range(len(items)), desc="causal tracing", disable=not progress):
-        if i in found_records:
-            continue
-        if store is None:
-            found_records[i] = trace_fact(i)
-            continue
-        key = _fact_key(items[i])
-        if not store.claim(key):
-            deferred.append(i)
-            continue
-        try:
-            found_records[i] = trace_fact(i)
-            store.save(key, found_records[i])
-        finally:
-            store.release(key)
-    for i in deferred:  # written by another writer, or recomputed if that writer died
-        assert store is not None
-        key = _fact_key(items[i])
-        record = store.wait_for(key)
-        while record is None:
-            if store.claim(key):
-                try:
-                    record = trace_fact(i)
-                    store.save(key, record)
-                finally:
-                    store.release(key)
+def _trace_fact(model: Model, payload: dict[str, Any]) -> dict[str, Any]:
+    """One fact's record: known or not, multi-token or not, and each kind's trace scores."""
+    fact: Fact = payload["fact"]
+    multi = bool(fact.attribute) and len(answer_tokens(model, fact.attribute)) > 1
+    record: dict[str, Any] = {"known": is_known(model, fact, payload["top1"]), "multi": multi}
+    if record["known"]:
+        for kind in payload["kinds"]:
+            options = dict(payload["options"], kind=kind)
+            if payload["method"] == "adaptive":
+                adaptive = adaptive_trace(
+                    model, fact.prompt, fact.subject, budget=payload["budget"], **options
+                )
+                record[f"{kind}_exact"] = adaptive.exact
+                trace: CausalTrace = adaptive
             else:
-                record = store.wait_for(key)
-        found_records[i] = record
-    records = [found_records[i] for i in range(len(items))]
-    return _aggregate(model, items, records, tuple(kinds), metric, window)
+                trace = causal_trace(model, fact.prompt, fact.subject, **options)
+            record[kind] = trace.scores
+            record.update(
+                p_clean=trace.clean_score,
+                p_corrupt=trace.corrupt_score,
+                span=list(trace.subject_span),
+            )
+    return record
 
 
 def _aggregate(
@@ -280,6 +278,7 @@ def _aggregate(
     kinds: tuple[str, ...],
     metric: str,
     window: int,
+    method: str = "exact",
 ) -> AverageCausalEffects:
     n_layers = int(model.cfg.n_layers)
     known = [r for r in records if r["known"]]
@@ -303,6 +302,11 @@ def _aggregate(
             stack = torch.stack(s)  # (samples, layer)
             aie[k, b], se[k, b] = mean_and_se(stack)
             counts[k, b] = len(s)
+    n_cells = n_exact = 0
+    for r in known:
+        for kind in kinds:
+            n_cells += r[kind].numel()
+            n_exact += int(r[f"{kind}_exact"].sum()) if f"{kind}_exact" in r else r[kind].numel()
     te = torch.tensor([r["p_clean"] - r["p_corrupt"] for r in known])
     ate, ate_se = mean_and_se(te)
     return AverageCausalEffects(
@@ -320,6 +324,8 @@ def _aggregate(
         n_multi_token_attributes=sum(bool(r["multi"]) for r in known),
         metric=metric,
         window=window,
+        method=method,
+        share_exact=n_exact / max(n_cells, 1),
     )
 
 

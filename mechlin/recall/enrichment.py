@@ -34,6 +34,7 @@ from mechlin._types import Model
 from mechlin.datasets.facts import Fact, FactLike, as_facts
 from mechlin.errors import EmptyInputError
 from mechlin.results import Result
+from mechlin.runners import Item, Runner, as_runner
 from mechlin.tokens import find_subject_span
 
 POSITIONS = ("first subject token", "last subject token", "first subsequent token", "last token")
@@ -129,6 +130,20 @@ def _prepare(
     return usable, skipped
 
 
+@torch.no_grad()
+def _rate_fact(model: Model, payload: tuple[Fact, set[int], int, int, bool]) -> Tensor:
+    """One fact's attributes rate at the four positions and every layer: (position, layer)."""
+    fact, attr, top_k, keep, apply_norm = payload
+    names = sites.hook_names(model, "resid_post")
+    tokens = model.to_tokens(fact.prompt)
+    n_pos = tokens.shape[1]
+    s0, s1 = find_subject_span(model, fact.prompt, fact.subject)
+    pos = [s0, s1 - 1, min(s1, n_pos - 1), n_pos - 1]
+    _, cache = model.run_with_cache(tokens, names_filter=names)
+    resid = torch.stack([cache[n][0, pos] for n in names], dim=1)  # (position, layer, d)
+    return _rate(model, resid, attr, top_k, keep, apply_norm)
+
+
 @checked
 @torch.no_grad()
 def attributes_rate(
@@ -140,19 +155,21 @@ def attributes_rate(
     keep: int = 50,
     apply_norm: bool = True,
     progress: bool = True,
+    runner: Runner | None = None,
 ) -> AttributesRate:
-    """Attributes rate of ``resid_post`` at every layer at four positions, averaged over facts."""
+    """Attributes rate of ``resid_post`` at every layer at four positions, averaged over facts.
+
+    ``runner=mechlin.RayRunner(...)`` computes the facts on Ray workers (the same rates).
+    """
     usable, skipped = _prepare(model, facts, attributes)
-    names = sites.hook_names(model, "resid_post")
-    per_fact = []
-    for fact, attr in tqdm(usable, desc="attributes rate", disable=not progress):
-        tokens = model.to_tokens(fact.prompt)
-        n_pos = tokens.shape[1]
-        s0, s1 = find_subject_span(model, fact.prompt, fact.subject)
-        pos = [s0, s1 - 1, min(s1, n_pos - 1), n_pos - 1]
-        _, cache = model.run_with_cache(tokens, names_filter=names)
-        resid = torch.stack([cache[n][0, pos] for n in names], dim=1)  # (position, layer, d)
-        per_fact.append(_rate(model, resid, attr, top_k, keep, apply_norm))
+    work = [
+        Item(f"fact-{i:06d}", (fact, attr, top_k, keep, apply_norm))
+        for i, (fact, attr) in enumerate(usable)
+    ]
+    found = as_runner(runner).map(
+        model, _rate_fact, work, progress=progress, desc="attributes rate"
+    )
+    per_fact = [found[w.key] for w in work]
     stack = torch.stack(per_fact)  # (fact, position, layer)
     rate, se = mean_and_se(stack)
     return AttributesRate(

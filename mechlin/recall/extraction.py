@@ -23,14 +23,14 @@ from typing import Any
 import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from mechlin import sites, viz
 from mechlin._checks import checked
 from mechlin._types import Model
-from mechlin.datasets.facts import FactLike, as_facts, is_known
+from mechlin.datasets.facts import Fact, FactLike, as_facts, is_known
 from mechlin.errors import EmptyInputError
 from mechlin.results import Result
+from mechlin.runners import Item, Runner, as_runner
 
 
 @dataclass(frozen=True)
@@ -126,6 +126,33 @@ def _ranks(model: Model, vectors: Tensor, target: int, apply_norm: bool) -> Tens
     return readout.target_ranks[..., 0]
 
 
+@torch.no_grad()
+def _extract_fact(model: Model, payload: tuple[Fact, bool]) -> dict[str, Any] | None:
+    """One fact's extraction events (None if the model does not know it)."""
+    fact, apply_norm = payload
+    n_layers = int(model.cfg.n_layers)
+    names = [
+        sites.hook_name(model, site, layer)
+        for layer in range(n_layers)
+        for site in ("attn_out", "attn_proj_out", "mlp_out", "z")
+    ]
+    logits, cache = model.run_with_cache(model.to_tokens(fact.prompt), names_filter=names)
+    pred = int(logits[0, -1].argmax())
+    if not is_known(model, fact, pred):
+        return None
+    attn = torch.stack(
+        [cache[sites.hook_name(model, "attn_out", j)][0, -1] for j in range(n_layers)]
+    )
+    ffn = torch.stack([cache[sites.hook_name(model, "mlp_out", j)][0, -1] for j in range(n_layers)])
+    heads = torch.stack([head_outputs(model, cache, j)[0] for j in range(n_layers)])
+    return dict(
+        mhsa=(_ranks(model, attn, pred, apply_norm) == 0).cpu(),
+        mlp=(_ranks(model, ffn, pred, apply_norm) == 0).cpu(),
+        head_ranks=_ranks(model, heads, pred, apply_norm).cpu(),  # (layer, head)
+        prediction=model.tokenizer.decode([pred]),
+    )
+
+
 @checked
 @torch.no_grad()
 def extraction_rates(
@@ -134,40 +161,29 @@ def extraction_rates(
     *,
     apply_norm: bool = True,
     progress: bool = True,
+    runner: Runner | None = None,
 ) -> ExtractionRates:
     """Extraction events at the last position for every fact the model knows.
 
     Facts whose attribute's first token is not the model's top-1 are left out and listed in
     ``unknown``; (prompt, subject) pairs use the model's own prediction.
+    ``runner=mechlin.RayRunner(...)`` computes the facts on Ray workers (the same events).
     """
     items = as_facts(facts)
-    n_layers = int(model.cfg.n_layers)
-    names = [
-        sites.hook_name(model, site, layer)
-        for layer in range(n_layers)
-        for site in ("attn_out", "attn_proj_out", "mlp_out", "z")
-    ]
+    work = [Item(f"fact-{i:06d}", (fact, apply_norm)) for i, fact in enumerate(items)]
+    found = as_runner(runner).map(model, _extract_fact, work, progress=progress, desc="extraction")
     mhsa, mlp, head_ev, head_rank, prompts, preds, unknown = [], [], [], [], [], [], []
-    for fact in tqdm(items, desc="extraction", disable=not progress):
-        logits, cache = model.run_with_cache(model.to_tokens(fact.prompt), names_filter=names)
-        pred = int(logits[0, -1].argmax())
-        if not is_known(model, fact, pred):
+    for fact, w in zip(items, work, strict=True):
+        record = found[w.key]
+        if record is None:
             unknown.append(fact.prompt)
             continue
-        attn = torch.stack(
-            [cache[sites.hook_name(model, "attn_out", j)][0, -1] for j in range(n_layers)]
-        )
-        ffn = torch.stack(
-            [cache[sites.hook_name(model, "mlp_out", j)][0, -1] for j in range(n_layers)]
-        )
-        heads = torch.stack([head_outputs(model, cache, j)[0] for j in range(n_layers)])
-        mhsa.append(_ranks(model, attn, pred, apply_norm) == 0)
-        mlp.append(_ranks(model, ffn, pred, apply_norm) == 0)
-        ranks = _ranks(model, heads, pred, apply_norm)  # (layer, head)
-        head_ev.append(ranks == 0)
-        head_rank.append(ranks.float())
+        mhsa.append(record["mhsa"])
+        mlp.append(record["mlp"])
+        head_ev.append(record["head_ranks"] == 0)
+        head_rank.append(record["head_ranks"].float())
         prompts.append(fact.prompt)
-        preds.append(model.tokenizer.decode([pred]))
+        preds.append(record["prediction"])
     if not prompts:
         raise EmptyInputError(
             f"the model knows none of the {len(items)} facts: no extraction to measure"

@@ -26,16 +26,16 @@ from typing import Any, Literal
 import torch
 from jaxtyping import Float
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from mechlin import sites, viz
 from mechlin._checks import checked
 from mechlin._stats import mean_and_se
 from mechlin._types import Model
-from mechlin.datasets.facts import FactLike, as_facts, is_known
+from mechlin.datasets.facts import Fact, FactLike, as_facts, is_known
 from mechlin.errors import ArgumentError, EmptyInputError, MissingHookError
 from mechlin.recall.tracing import window_layers
 from mechlin.results import Result
+from mechlin.runners import Item, Runner, as_runner
 from mechlin.tokens import answer_tokens, check_positions, find_subject_span
 
 SourceSet = Literal["subject", "non_subject", "last"]
@@ -257,6 +257,27 @@ class KnockoutCurves(Result):
         return fig
 
 
+@torch.no_grad()
+def _knockout_fact(model: Model, payload: tuple[Fact, tuple[str, ...], int]) -> Tensor | None:
+    """One fact's relative change per (block, centre layer); None if the model does not know it."""
+    fact, blocks, window = payload
+    n_layers = int(model.cfg.n_layers)
+    tokens = model.to_tokens(fact.prompt)
+    top = int(model(tokens)[0, -1].argmax())
+    if not is_known(model, fact, top):
+        return None
+    n_pos = tokens.shape[1]
+    span = find_subject_span(model, fact.prompt, fact.subject)
+    if span[1] >= n_pos:
+        raise ArgumentError(f"the subject ends at the last position of {fact.prompt!r}")
+    rows: list[tuple[range, Sequence[int]]] = [(range(0), ())]
+    for block in blocks:
+        sources = source_positions(span, n_pos, block)[1]  # type: ignore[arg-type]
+        rows += [(window_layers(c, window, n_layers), sources) for c in range(n_layers)]
+    p = knockout_probs(model, tokens, rows, top).exp()
+    return (100 * (p[1:] - p[0]) / p[0]).reshape(len(blocks), n_layers).cpu()
+
+
 @checked
 def knockout_curves(
     model: Model,
@@ -265,34 +286,22 @@ def knockout_curves(
     blocks: Sequence[SourceSet] = ("subject", "non_subject", "last"),
     window: int = 9,
     progress: bool = True,
+    runner: Runner | None = None,
 ) -> KnockoutCurves:
     """``attention_knockout`` for every known fact and source set, averaged per centre layer.
 
     Facts whose attribute's first token is not the model's top-1 are left out and listed;
-    (prompt, subject) pairs use the model's own answer.
+    (prompt, subject) pairs use the model's own answer. ``runner=mechlin.RayRunner(...)``
+    computes the facts on Ray workers (the same curves).
     """
     items = as_facts(facts)
-    n_layers = int(model.cfg.n_layers)
-    changes: list[Tensor] = []  # (block, layer) per known fact
-    unknown = []
-    for fact in tqdm(items, desc="attention knockout", disable=not progress):
-        tokens = model.to_tokens(fact.prompt)
-        with torch.no_grad():
-            top = int(model(tokens)[0, -1].argmax())
-        if not is_known(model, fact, top):
-            unknown.append(fact.prompt)
-            continue
-        n_pos = tokens.shape[1]
-        span = find_subject_span(model, fact.prompt, fact.subject)
-        if span[1] >= n_pos:
-            raise ArgumentError(f"the subject ends at the last position of {fact.prompt!r}")
-        rows: list[tuple[range, Sequence[int]]] = [(range(0), ())]
-        for block in blocks:
-            sources = source_positions(span, n_pos, block)[1]
-            rows += [(window_layers(c, window, n_layers), sources) for c in range(n_layers)]
-        logprobs = knockout_probs(model, tokens, rows, top)
-        p = logprobs.exp()
-        changes.append((100 * (p[1:] - p[0]) / p[0]).reshape(len(blocks), n_layers).cpu())
+    work = [Item(f"fact-{i:06d}", (fact, tuple(blocks), window)) for i, fact in enumerate(items)]
+    found = as_runner(runner).map(
+        model, _knockout_fact, work, progress=progress, desc="attention knockout"
+    )
+    records = [found[w.key] for w in work]
+    changes = [r for r in records if r is not None]  # (block, layer) per known fact
+    unknown = [f.prompt for f, r in zip(items, records, strict=True) if r is None]
     if not changes:
         raise EmptyInputError(f"the model knows none of the {len(items)} facts: nothing to average")
     stack = torch.stack(changes)  # (fact, block, layer)

@@ -58,7 +58,7 @@ from mechlin.recall._engines import (
 )
 from mechlin.recall._replay import decoder_layers
 from mechlin.results import Result
-from mechlin.tokens import answer_tokens, check_positions, find_subject_span
+from mechlin.tokens import answer_tokens, check_positions, find_subject_span, input_device
 
 _SITE: dict[str, sites.LayerSite] = {"resid": "resid_post", "mlp": "mlp_out", "attn": "attn_out"}
 
@@ -196,7 +196,7 @@ def embedding_std(model: Model, subjects: Sequence[str] | None = None) -> float:
         return per_model[key]
     ids = [i for s in key for i in model.tokenizer(s, add_special_tokens=False)["input_ids"]]
     name = sites.hook_name(model, "embed")
-    device = model.cfg.device
+    device = input_device(model)
     chunk = min(int(model.cfg.n_ctx), 2048)
     pieces = []
     for i in range(0, len(ids), chunk):
@@ -264,6 +264,105 @@ def causal_trace(
         method: ``"replay"`` (rerun only the layers and positions a restoration can change),
             ``"packed"`` (many cells per full forward; any model), or ``"auto"``.
     """
+    prep = prepare_trace(
+        model,
+        prompt,
+        subject,
+        answer=answer,
+        kind=kind,
+        window=window,
+        noise=noise,
+        n_samples=n_samples,
+        seed=seed,
+        corrupted_prompt=corrupted_prompt,
+        metric=metric,
+        positions=positions,
+        layers=layers,
+        contrast=contrast,
+        method=method,
+    )
+    scores = prep.engine.scores(
+        prep.setup, prep.site, prep.cells, prep.positions, prep.clean_states, metric, memory_budget
+    )
+    return prep.result(scores)
+
+
+@dataclass
+class PreparedTrace:
+    """A trace with its clean and corrupted runs done: what every cell's restoration needs.
+
+    ``causal_trace`` scores every cell with ``engine.scores``; the attribution and adaptive
+    traces (``mechlin.recall.attribution``) reuse the same setup, so their exact cells are
+    computed from the very same noise, baseline and clean states.
+    """
+
+    model: Model
+    setup: TraceSetup
+    engine: TraceEngine
+    site: sites.LayerSite
+    cells: list[tuple[int, range]]  # (centre layer, restored layers) per row
+    layers: list[int]
+    positions: list[int]
+    clean_states: Tensor  # (layer, pos, d_model) at the site
+    clean_score: float
+    corrupt_score: float
+    tokens: tuple[str, ...]
+    kind: str
+    window: int
+    noise_level: float | None
+    answer_is_multi_token: bool
+    metric: str
+    n_rows: int
+    corrupted_prompt: str | None
+
+    def result(self, scores: Tensor) -> CausalTrace:
+        """The ``CausalTrace`` of these runs with the given (layer, position) scores."""
+        return CausalTrace(**self.fields(scores))
+
+    def fields(self, scores: Tensor) -> dict[str, Any]:
+        """The ``CausalTrace`` fields of these runs with the given scores."""
+        answer_id = self.setup.answer_id
+        return dict(
+            scores=scores.cpu(),
+            clean_score=self.clean_score,
+            corrupt_score=self.corrupt_score,
+            tokens=self.tokens,
+            subject_span=self.setup.span,
+            kind=self.kind,
+            window=self.window,
+            noise_level=self.noise_level,
+            answer=self.model.tokenizer.decode([answer_id]),
+            answer_id=answer_id,
+            answer_is_multi_token=self.answer_is_multi_token,
+            metric=self.metric,
+            layers=tuple(self.layers),
+            positions=tuple(self.positions),
+            n_samples=self.n_rows,
+            corrupted_prompt=self.corrupted_prompt,
+            contrast_id=self.setup.contrast_id,
+        )
+
+
+@torch.no_grad()
+def prepare_trace(
+    model: Model,
+    prompt: str,
+    subject: str,
+    *,
+    answer: str | None,
+    kind: Kind,
+    window: int,
+    noise: Literal["3sigma"] | float,
+    n_samples: int,
+    seed: int,
+    corrupted_prompt: str | None,
+    metric: Metric,
+    positions: Sequence[int] | None,
+    layers: Sequence[int] | None,
+    contrast: str | None,
+    method: str,
+) -> PreparedTrace:
+    """The clean run, the corruption and the corrupted baseline of ``causal_trace``."""
     if kind not in _SITE:
         raise ArgumentError(f"kind must be 'resid', 'mlp' or 'attn', not {kind!r}")
     if metric not in ("prob", "logprob", "logit_diff"):
@@ -327,26 +426,25 @@ def causal_trace(
     p_corrupt = float(trace_metric(model, baseline, setup, metric).mean())
     p_clean = float(trace_metric(model, clean_cache[final_name][:, -1], setup, metric).mean())
 
-    cells = _cells(model, kind, window, layers)
-    scores = engine.scores(setup, site, cells, positions, clean_states, metric, memory_budget)
-    return CausalTrace(
-        scores=scores.cpu(),
+    return PreparedTrace(
+        model=model,
+        setup=setup,
+        engine=engine,
+        site=site,
+        cells=_cells(model, kind, window, layers),
+        layers=list(layers),
+        positions=list(positions),
+        clean_states=clean_states,
         clean_score=p_clean,
         corrupt_score=p_corrupt,
         tokens=tuple(sites.str_tokens(model, clean[0])),
-        subject_span=span,
         kind=kind,
         window=window,
         noise_level=nu,
-        answer=model.tokenizer.decode([answer_id]),
-        answer_id=answer_id,
         answer_is_multi_token=multi,
         metric=metric,
-        layers=tuple(layers),
-        positions=tuple(positions),
-        n_samples=n_rows,
+        n_rows=n_rows,
         corrupted_prompt=corrupted_prompt,
-        contrast_id=setup.contrast_id,
     )
 
 

@@ -202,3 +202,51 @@ def test_verdict_rules() -> None:
     assert verdict(0.95, [0.95, 0.96], 0.3, 0.20, 0.01) == "unverified single neuron"
     assert verdict(0.70, [0.70, 0.90], 0.3, 0.20, 0.01) == "superposition"
     assert verdict(0.80, [0.80, 0.85], 0.78, 0.20, 0.01) == "distributed"
+
+
+def _fake_report(n_features: int) -> NeuronReport:
+    from mechlin.neurons.verdicts import _verdict
+
+    g = torch.Generator().manual_seed(n_features)
+    verdicts = tuple(
+        _verdict(
+            f"feature {i}", 1, i, 0.7, torch.rand(8, generator=g, dtype=torch.float64),
+            torch.rand(11, generator=g, dtype=torch.float64), 0.0, 0.1, 0.0, 0.0,
+            mono_f1=0.9, gain_min=0.1, max_fire_rate=0.05,
+        )
+        for i in range(n_features)
+    )  # fmt: skip
+    return NeuronReport(
+        features=tuple(v.feature for v in verdicts),
+        layers=(0, 1),
+        best_f1=torch.rand(n_features, 2, generator=g, dtype=torch.float64),
+        best_neuron=torch.zeros(n_features, 2, dtype=torch.long),
+        verdicts=verdicts,
+        polysemantic=(),
+    )
+
+
+@pytest.mark.parametrize("n_features", [3, 20])
+def test_plot_sweeps_lines_for_few_features_heatmaps_for_many(n_features: int) -> None:
+    from mechlin import viz
+    from mechlin.neurons.verdicts import SWEEP_LINES
+
+    report = _fake_report(n_features)
+    fig = report.plot_sweeps()
+    try:
+        by_k, prune = fig.axes[:2]
+        if n_features <= SWEEP_LINES:  # one line per feature, no image
+            assert len(by_k.lines) == len(prune.lines) == n_features and not by_k.images
+            assert [t.get_text() for t in by_k.get_legend().get_texts()] == list(report.features)
+            return
+        assert not by_k.lines and not prune.lines
+        for ax, width, values in ((by_k, 8, "f1_by_k"), (prune, 11, "prune_f1")):
+            (image,) = ax.images
+            grid = np.asarray(image.get_array())
+            assert grid.shape == (n_features, width)  # features x k, features x removed
+            expected = torch.stack([getattr(v, values) for v in report.verdicts]).numpy()
+            np.testing.assert_allclose(grid, expected)
+            labels = [t.get_text() for t in ax.get_yticklabels()]
+            assert labels == list(report.features)
+    finally:
+        viz.close(fig)

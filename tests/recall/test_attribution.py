@@ -1,0 +1,274 @@
+"""Attribution patching and adaptive tracing: the estimate equals its finite-difference
+definition; the exact cells of an adaptive run are ``causal_trace``'s cells."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import mechlin
+from mechlin.errors import ArgumentError
+from mechlin.recall.attribution import (
+    AdaptiveTrace,
+    AttributionTrace,
+    adaptive_trace,
+    attribution_patch,
+)
+from mechlin.recall.tracing import CausalTrace, causal_trace
+from tests.reference.attribution_ref import finite_difference, reference_estimate
+
+PROMPT = "The Eiffel Tower is located in the city of"
+SUBJECT = "Eiffel Tower"
+CORRUPTED = "The Space Needle is located in the city of"
+
+
+def _noise(trace, model, n=3, std=2.0):
+    s0, s1 = trace.subject_span
+    gen = torch.Generator().manual_seed(0)
+    return torch.randn(n, s1 - s0, model.cfg.d_model, generator=gen) * std
+
+
+@pytest.mark.parametrize("fixture", ["tiny", "tiny_gemma"])
+@pytest.mark.parametrize("kind", ["resid", "mlp", "attn"])
+@pytest.mark.parametrize("mode", ["noise", "prompt"])
+@pytest.mark.parametrize("metric", ["prob", "logprob", "logit_diff"])
+def test_estimate_equals_finite_differences(fixture, kind, mode, metric, request) -> None:
+    model = request.getfixturevalue(fixture)
+    est = attribution_patch(
+        model,
+        PROMPT,
+        SUBJECT,
+        kind=kind,
+        window=2,
+        n_samples=3,
+        noise=2.0,
+        corrupted_prompt=CORRUPTED if mode == "prompt" else None,
+        metric=metric,
+    )
+    assert isinstance(est, AttributionTrace) and isinstance(est, CausalTrace)
+    noise = _noise(est, model) if mode == "noise" else None
+    ref = reference_estimate(
+        model,
+        PROMPT,
+        SUBJECT,
+        kind=kind,
+        window=2,
+        answer_id=est.answer_id,
+        noise=noise,
+        metric=metric,
+        corrupted_prompt=CORRUPTED if mode == "prompt" else None,
+        contrast_id=est.contrast_id,
+    )
+    got = (est.scores - est.corrupt_score).double()
+    scale = float(ref.abs().max())
+    assert scale > 1e-5  # the comparison is not between two zero grids
+    assert float((got - ref).abs().max()) <= 1e-4 * scale
+
+
+def test_the_reference_derivative_is_the_finite_difference() -> None:
+    # The reference above, checked against central differences in float64 (the tiny Llama's
+    # RMSNorm computes in float32, so h cannot be small: the agreement is to ~1e-4).
+    model = mechlin.tiny_model(seed=0, dtype=torch.float64)
+    est = attribution_patch(model, PROMPT, SUBJECT, n_samples=3, noise=2.0, metric="logprob")
+    noise = _noise(est, model)
+    ref = reference_estimate(
+        model,
+        PROMPT,
+        SUBJECT,
+        kind="resid",
+        window=1,
+        answer_id=est.answer_id,
+        noise=noise,
+        metric="logprob",
+    )
+    s0, scale = est.subject_span[0], float(ref.abs().max())
+    for layer, pos in ((0, s0), (1, s0 + 1), (2, len(est.tokens) - 1)):
+        fd = finite_difference(
+            model,
+            PROMPT,
+            SUBJECT,
+            kind="resid",
+            layer=layer,
+            position=pos,
+            answer_id=est.answer_id,
+            noise=noise,
+            metric="logprob",
+            h=1e-2,
+        )
+        assert fd == pytest.approx(float(ref[layer, pos]), abs=2e-3 * scale)
+
+
+@pytest.mark.parametrize("fixture", ["tiny", "tiny_gemma"])
+@pytest.mark.parametrize("kind", ["resid", "mlp", "attn"])
+@pytest.mark.parametrize("mode", ["noise", "prompt"])
+@pytest.mark.parametrize("method", ["replay", "packed"])
+def test_adaptive_exact_cells_are_the_exact_trace(fixture, kind, mode, method, request) -> None:
+    # Equal to float32 rounding: the exact cells run in smaller batches than in the full trace,
+    # and CPU matrix kernels may round a row differently in a batch of another size.
+    model = request.getfixturevalue(fixture)
+    kw = dict(
+        kind=kind,
+        window=2,
+        n_samples=4,
+        noise=2.0,
+        corrupted_prompt=CORRUPTED if mode == "prompt" else None,
+        metric="logprob",
+        method=method,
+    )
+    exact = causal_trace(model, PROMPT, SUBJECT, **kw)
+    adaptive = adaptive_trace(model, PROMPT, SUBJECT, budget=0.3, **kw)
+    assert isinstance(adaptive, AdaptiveTrace)
+    mask = adaptive.exact
+    assert 0 < adaptive.n_exact <= adaptive.budget == math.ceil(0.3 * exact.scores.numel())
+    assert torch.allclose(adaptive.scores[mask], exact.scores[mask], atol=1e-6, rtol=0)
+    assert torch.equal(adaptive.scores[~mask], adaptive.estimate[~mask])
+    assert adaptive.clean_score == exact.clean_score
+    assert adaptive.corrupt_score == exact.corrupt_score
+    assert adaptive.checked.sum() > 0 and bool((adaptive.checked <= adaptive.exact).all())
+
+
+def test_adaptive_exact_cells_match_the_exact_trace_on_smollm2(smollm2) -> None:
+    # A real model: CPU matrix kernels round differently for batches of other sizes, so the
+    # cells agree to float32 rounding (not bit for bit as on the tiny models).
+    kw = dict(kind="mlp", n_samples=3, layers=range(0, 30, 3))
+    exact = causal_trace(smollm2, PROMPT, SUBJECT, **kw)
+    adaptive = adaptive_trace(smollm2, PROMPT, SUBJECT, budget=0.2, **kw)
+    mask = adaptive.exact
+    assert torch.allclose(adaptive.scores[mask], exact.scores[mask], atol=2e-6, rtol=0)
+
+
+def test_whole_budget_is_the_exact_trace(tiny) -> None:
+    kw = dict(kind="resid", n_samples=3, noise=2.0)
+    exact = causal_trace(tiny, PROMPT, SUBJECT, **kw)
+    full = adaptive_trace(tiny, PROMPT, SUBJECT, budget=1.0, check=0.0, **kw)
+    assert bool(full.exact.all()) and torch.equal(full.scores, exact.scores)
+
+
+def _cells(mask):
+    return {tuple(x) for x in torch.nonzero(mask).tolist()}
+
+
+def _top(grid, k):
+    flat = torch.topk(grid.reshape(-1), k).indices.tolist()
+    return {divmod(i, grid.shape[1]) for i in flat}
+
+
+def test_one_round_restores_the_highest_estimates(tiny) -> None:
+    kw = dict(budget=6, check=0.0, n_samples=3, noise=2.0, rounds=1)
+    ad = adaptive_trace(tiny, PROMPT, SUBJECT, **kw)
+    assert _cells(ad.exact) == _top(ad.estimate, 6)
+    assert ad.rank_correlation is None  # no random sample, no error estimate
+
+
+def test_later_rounds_follow_strong_exact_cells(tiny) -> None:
+    ad = adaptive_trace(
+        tiny, PROMPT, SUBJECT, budget=12, check=0.0, n_samples=3, noise=2.0, rounds=4
+    )
+    first = _cells(ad.restored_round == 1)
+    assert first == _top(ad.estimate, 3)  # round 1: the estimate's top quarter
+    ie = ad.estimate - ad.corrupt_score
+    exact_ie = ad.scores - ad.corrupt_score
+    for k in (2, 3, 4):
+        done = _cells((ad.restored_round >= 1) & (ad.restored_round < k))
+        for r, c in _cells(ad.restored_round == k):
+            # a cell of a later round is chosen by its own estimate or by a restored neighbour
+            near = [
+                exact_ie[n] for n in ((r - 1, c), (r + 1, c), (r, c - 1), (r, c + 1)) if n in done
+            ]
+            priority = max([float(ie[r, c]), *map(float, near)])
+            closed = ad.restored_round == 0
+            assert priority >= float(ie[closed].max()) - 1e-9
+
+
+def test_random_sample_reports_the_estimate_error(tiny) -> None:
+    ad = adaptive_trace(tiny, PROMPT, SUBJECT, budget=12, check=0.5, n_samples=3, noise=2.0)
+    sample = ad.checked
+    assert int(sample.sum()) == 6
+    est = (ad.estimate - ad.corrupt_score)[sample]
+    exact = (ad.scores - ad.corrupt_score)[sample]
+    assert ad.max_error == pytest.approx(float((est - exact).abs().max()), rel=1e-4)
+    assert ad.mean_abs_error == pytest.approx(float((est - exact).abs().mean()), rel=1e-4)
+    # the sample avoids cells the noise does not reach (their effect is 0 by construction)
+    s0 = ad.subject_span[0]
+    assert not bool(sample[:, :s0].any())
+
+
+def test_stop_rule_ends_early(tiny) -> None:
+    kw = dict(budget=20, check=0.0, n_samples=3, noise=2.0)
+    ad = adaptive_trace(tiny, PROMPT, SUBJECT, stop_below=1e9, rounds=4, **kw)  # all below
+    assert ad.stopped_early and ad.n_exact == 5  # one round of a quarter of 20
+    full = adaptive_trace(tiny, PROMPT, SUBJECT, stop_below=None, rounds=4, **kw)
+    assert not full.stopped_early and full.n_exact == 20
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [
+        (dict(budget=0), "budget=0"),
+        (dict(budget=1.5), "at most 1"),
+        (dict(budget=-0.1), "budget=-0.1"),
+        (dict(check=2.0), "check=2.0"),
+    ],
+)
+def test_bad_budget(tiny, kwargs, fragment) -> None:
+    with pytest.raises(ArgumentError, match=fragment.replace(".", r"\.")):
+        adaptive_trace(tiny, PROMPT, SUBJECT, **kwargs)
+
+
+def test_results_save_load_plot_and_table(tiny, tmp_path) -> None:
+    ad = adaptive_trace(tiny, PROMPT, SUBJECT, budget=0.3, n_samples=2, noise=2.0)
+    back = AdaptiveTrace.load(ad.save(tmp_path / "a.pt"))
+    assert torch.equal(back.exact, ad.exact) and back.rank_correlation == ad.rank_correlation
+    assert "restored exactly" in ad.summary()
+    fig = ad.plot()
+    assert len(fig.axes[0].patches) == ad.n_exact
+    frame = ad.to_frame()
+    assert frame["exact"].sum() == ad.n_exact and "estimate" in frame
+    est = attribution_patch(tiny, PROMPT, SUBJECT, n_samples=2, noise=2.0)
+    assert "attribution estimate" in est.summary()
+    assert AttributionTrace.load(est.save(tmp_path / "e.pt")).answer == est.answer
+    mechlin.viz.close(fig)
+    mechlin.viz.close(est.plot())
+
+
+def test_reduced_precision_stays_close_to_float32() -> None:
+    # GPU readiness: the estimate in bfloat16 / float16 against float32 on the same weights.
+    ref = attribution_patch(
+        mechlin.tiny_model(seed=0), PROMPT, SUBJECT, metric="logprob", n_samples=3, noise=2.0
+    )
+    scale = float((ref.scores - ref.corrupt_score).abs().max())
+    for dtype, tol in ((torch.bfloat16, 0.08), (torch.float16, 0.01)):
+        low = attribution_patch(
+            mechlin.tiny_model(seed=0, dtype=dtype),
+            PROMPT,
+            SUBJECT,
+            metric="logprob",
+            n_samples=3,
+            noise=2.0,
+        )
+        diff = float((low.scores - ref.scores).abs().max())
+        assert diff <= tol * scale, (dtype, diff, scale)
+
+
+def test_average_causal_effects_adaptive(tiny, tmp_path) -> None:
+    facts = [(PROMPT, SUBJECT), (CORRUPTED, "Space Needle")]
+    kw = dict(kinds=("resid", "mlp"), window=2, n_samples=2, noise=2.0, progress=False)
+    exact = mechlin.average_causal_effects(tiny, facts, **kw)
+    assert exact.method == "exact" and exact.share_exact == 1.0
+    whole = mechlin.average_causal_effects(tiny, facts, method="adaptive", budget=1.0, **kw)
+    assert whole.method == "adaptive" and whole.share_exact == 1.0
+    assert torch.allclose(whole.aie, exact.aie, atol=1e-6)
+    store = tmp_path / "ace"
+    part = mechlin.average_causal_effects(
+        tiny, facts, method="adaptive", budget=0.3, out=store, **kw
+    )
+    assert 0.25 <= part.share_exact <= 0.4
+    assert "restored exactly" in part.summary()
+    again = mechlin.average_causal_effects(
+        tiny, facts, method="adaptive", budget=0.3, out=store, **kw
+    )
+    assert torch.equal(again.aie, part.aie)  # resumed from the store
+    with pytest.raises(mechlin.StoreMismatchError, match="method"):
+        mechlin.average_causal_effects(tiny, facts, out=store, **kw)
