@@ -238,6 +238,11 @@ class ItemStore:
                 return self.get(key)
             time.sleep(poll_s)
 
+    def finished_elsewhere(self) -> bool:
+        """Whether another writer marked this store complete after it was opened here (its
+        items may then have been merged and removed: nothing is left to compute)."""
+        return not self.complete and bool(read_index(self.root).get("complete"))
+
     def reopen(self) -> None:
         """Mark a complete store unfinished again (one of its items was damaged)."""
         self.complete = False

@@ -108,11 +108,14 @@ def run_items(
     without a store; none with one: they are saved there).
 
     Several writers may share the store: an item another live writer holds is waited for after
-    the others, and taken over if that writer dies.
+    the others, and taken over if that writer dies; once another writer has completed the
+    store (and may have merged its items away), nothing more is computed.
     """
     records: dict[str, Any] = {}
     deferred: list[Item] = []
     for item in items:
+        if store is not None and store.finished_elsewhere():
+            return records  # another writer completed the store: nothing is left to do
         if store is None:
             records[item.key] = work(model, item.payload)
         elif store.verify(item.key):  # there already (a damaged one is reported, recomputed)
@@ -125,7 +128,11 @@ def run_items(
         done(item)
     for item in deferred:  # written by another writer, or computed here if that writer died
         assert store is not None
+        if store.finished_elsewhere():
+            return records
         while store.wait_for(item.key) is None:
+            if store.finished_elsewhere():
+                return records
             if store.claim(item.key):
                 _compute_claimed(model, work, item, store)
                 break
@@ -135,6 +142,8 @@ def run_items(
 
 def _compute_claimed(model: Model, work: Work, item: Item, store: ItemStore) -> None:
     try:
+        if store.finished_elsewhere():
+            return  # completed by another writer since our check
         if not store.verify(item.key):  # saved by another writer since our check
             store.save(item.key, work(model, item.payload))
     finally:
