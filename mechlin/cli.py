@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from mechlin.errors import ArgumentError, EmptyInputError, MechlinError
+from mechlin.errors import ArgumentError, EmptyInputError, MechlinError, NotInResultError
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
 # Hidden model names for tests and quick tries: random tiny models built in-process.
@@ -442,7 +442,7 @@ class _LazyModels(Mapping[str, Any]):
 
     def __getitem__(self, name: str) -> Any:
         if name not in self.names:
-            raise KeyError(name)
+            raise NotInResultError(f"no model {name!r} on this command line: {self.names}")
         return self.run.model(name)
 
     def __iter__(self) -> Iterator[str]:

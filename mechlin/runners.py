@@ -40,7 +40,13 @@ from tqdm.auto import tqdm
 
 from mechlin._store import ItemStore, model_fingerprint
 from mechlin._types import Model
-from mechlin.errors import ArgumentError, ArgumentTypeError, MechlinError, MissingExtraError
+from mechlin.errors import (
+    ArgumentError,
+    ArgumentTypeError,
+    MechlinError,
+    MissingExtraError,
+    NotInResultError,
+)
 
 Work = Callable[[Any, Any], Any]  # work(model, payload) -> record, defined at module level
 RAY_INSTALL = "pip install 'mechlin[ray]'"
@@ -87,7 +93,7 @@ class Records(Mapping[str, Any]):
             return self._memory[key]
         if self._store is not None and key in self._keys:
             return self._store.load(key)
-        raise KeyError(key)
+        raise NotInResultError(f"no record {key!r} in this run ({len(self._keys)} keys)")
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._keys)
