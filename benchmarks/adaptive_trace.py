@@ -1,7 +1,8 @@
 """Adaptive causal tracing against the exact trace, in the same run, over known facts.
 
 For each model and the first N facts of known_1000 it knows (ROME's filter), for each kind:
-  exact     mechlin.causal_trace (the replay engine: every cell restored)
+  exact     mechlin.causal_trace's computation (the replay engine: every cell restored; each
+            noise sample's score is kept for benchmarks/adaptive_policies.py)
   adaptive  mechlin.adaptive_trace (attribution estimate of every cell, the highest-priority
             cells and a random check sample restored exactly)
 The two run back to back on each fact, so machine load affects both alike. Printed and written
@@ -21,9 +22,13 @@ The two run back to back on each fact, so machine load affects both alike. Print
     bucket and third of the layers;
   * with --rome-facts K: the ROME loop (one forward per cell) on K facts, for its ratio.
 
+Each fact's traces are saved under --out/facts/<model>/ as they are done: a rerun with the same
+settings resumes, and --summarize-only reports on the facts saved so far (an interrupted run).
+
 Run: .venv/bin/python benchmarks/adaptive_trace.py [--models smollm2-135m gemma-3-270m]
-     [--n-facts 50] [--kinds resid mlp attn] [--budget 0.1] [--device cpu|cuda]
-     [--dtype float32|bfloat16] [--rome-facts 1] [--threads 1] [--out DIR]
+     [--n-facts 50] [--kinds resid mlp attn] [--budget 0.1] [--screen 0.3] [--screen-samples 2]
+     [--linearize metric|logprob] [--device cpu|cuda] [--dtype float32|bfloat16]
+     [--rome-facts 1] [--threads 1] [--out DIR] [--summarize-only]
 """
 
 from __future__ import annotations
@@ -44,9 +49,9 @@ sys.path.insert(0, str(ROOT))
 import mechlin
 from mechlin import viz
 from mechlin.datasets.facts import is_known, load_known_1000, next_token_logits
-from mechlin.recall.attribution import adaptive_trace
+from mechlin.recall.attribution import adaptive_trace, row_estimates
 from mechlin.recall.causal_effects import BUCKETS, _aggregate, bucket_positions
-from mechlin.recall.tracing import causal_trace, embedding_std
+from mechlin.recall.tracing import causal_trace, embedding_std, prepare_trace
 
 
 def _sync(device: str) -> None:
@@ -74,79 +79,164 @@ def third(layer: int, n_layers: int) -> str:
     return ("early", "middle", "late")[min(2, 3 * layer // n_layers)]
 
 
+def trace_fact(model, fact, args) -> dict:
+    """Exact and adaptive traces of one fact, every kind, back to back, with their times."""
+    kw = dict(n_samples=args.n_samples)
+    options = dict(
+        budget=args.budget,
+        check=args.check,
+        rounds=args.rounds,
+        screen=args.screen,
+        screen_samples=args.screen_samples,
+        linearize=args.linearize,
+    )
+    out: dict = {"subject": fact.subject, "prompt": fact.prompt, "kinds": {}}
+    for kind in args.kinds:
+        _sync(args.device)
+        t0, c0 = time.perf_counter(), time.process_time()
+        # causal_trace's own computation (prepare, then every cell's score averaged over the
+        # noise samples), keeping the per-sample scores for benchmarks/adaptive_policies.py
+        prep = prepare_trace(
+            model, fact.prompt, fact.subject, kind=kind, answer=None, window=10,
+            noise="3sigma", seed=0, corrupted_prompt=None, metric="prob", positions=None,
+            layers=None, contrast=None, method="auto", **kw,
+        )  # fmt: skip
+        table = prep.engine.row_scores(
+            prep.setup, prep.site, prep.cells, prep.positions, prep.clean_states, "prob", 1 << 30
+        )
+        ex = prep.result(table.mean(-1))
+        _sync(args.device)
+        t1, c1 = time.perf_counter(), time.process_time()
+        ad = adaptive_trace(model, fact.prompt, fact.subject, kind=kind, **options, **kw)
+        _sync(args.device)
+        t2, c2 = time.perf_counter(), time.process_time()
+        rows_metric, moved = row_estimates(prep, "metric")  # (outside the timings)
+        rows_logprob, _ = row_estimates(prep, "logprob")
+        out["kinds"][kind] = {
+            "table": table,
+            "corrupt_rows": prep.corrupt_rows,
+            "rows_metric": rows_metric,
+            "rows_logprob": rows_logprob,
+            "moved": moved,
+            "exact": ex.scores,
+            "adaptive": ad.scores,
+            "estimate": ad.estimate,
+            "is_exact": ad.exact,
+            "checked": ad.checked,
+            "screened": ad.screened,
+            "work": ad.work,
+            "rank_correlation": ad.rank_correlation,
+            "p_clean": ex.clean_score,
+            "p_corrupt": ex.corrupt_score,
+            "span": list(ex.subject_span),
+            "exact_s": t1 - t0,
+            "adaptive_s": t2 - t1,
+            "exact_cpu_s": c1 - c0,
+            "adaptive_cpu_s": c2 - c1,
+        }
+    return out
+
+
 def run_model(name: str, args: argparse.Namespace) -> dict:
     dtype = getattr(torch, args.dtype)
     model = mechlin.load_model(name, device=args.device, dtype=dtype)
     embedding_std(model)  # cached once, outside the timings
     facts = known_facts(model, args.n_facts)
     n_layers = int(model.cfg.n_layers)
-    kw = dict(n_samples=args.n_samples)
-    times = defaultdict(lambda: [0.0, 0.0])
-    cpu = defaultdict(lambda: [0.0, 0.0])  # process CPU time: robust to other load
-    recall, recall_found, tie_recall, share, spearman = (defaultdict(list) for _ in range(5))
-    errors = defaultdict(list)
-    exact_records, adaptive_records = [], []
+    # Each fact's record is saved as it is done; a rerun with the same settings resumes.
+    settings = {
+        k: getattr(args, k)
+        for k in ("n_samples", "device", "dtype", "budget", "check", "rounds", "screen",
+                  "screen_samples", "linearize", "threads")
+    }  # fmt: skip
+    store = Path(args.out) / "facts" / name
+    store.mkdir(parents=True, exist_ok=True)
+    saved = store / "settings.json"
+    if saved.exists() and json.loads(saved.read_text()) != settings:
+        raise SystemExit(
+            f"{store} holds facts traced with other settings ({saved.read_text()}); "
+            "pass another --out or delete it"
+        )
+    saved.write_text(json.dumps(settings))
     # warm-up (first calls allocate and compile kernels)
-    causal_trace(model, facts[0].prompt, facts[0].subject, layers=[0], **kw)
+    causal_trace(model, facts[0].prompt, facts[0].subject, layers=[0], n_samples=args.n_samples)
+    records = []
     for i, fact in enumerate(facts):
-        rec_e: dict = {"known": True, "multi": False}
-        rec_a: dict = {"known": True, "multi": False}
-        for kind in args.kinds:
-            _sync(args.device)
-            t0, c0 = time.perf_counter(), time.process_time()
-            ex = causal_trace(model, fact.prompt, fact.subject, kind=kind, **kw)
-            _sync(args.device)
-            t1, c1 = time.perf_counter(), time.process_time()
-            ad = adaptive_trace(
-                model,
-                fact.prompt,
-                fact.subject,
-                kind=kind,
-                budget=args.budget,
-                check=args.check,
-                rounds=args.rounds,
-                **kw,
-            )
-            _sync(args.device)
-            t2, c2 = time.perf_counter(), time.process_time()
-            times[kind][0] += t1 - t0
-            times[kind][1] += t2 - t1
-            cpu[kind][0] += c1 - c0
-            cpu[kind][1] += c2 - c1
-            te = ex.clean_score - ex.corrupt_score
-            top_e, top_a = _top(ex.scores, 10), _top(ad.scores, 10)
-            recall[kind].append(len(set(top_e) & set(top_a)) / len(top_e))
-            found = ad.exact.reshape(-1)
-            recall_found[kind].append(sum(bool(found[c]) for c in top_e) / len(top_e))
-            flat = ex.scores.reshape(-1)
+        path = store / f"{i:03d}.pt"
+        rec = torch.load(path, weights_only=False) if path.exists() else None
+        if rec is None or rec["subject"] != fact.subject or set(rec["kinds"]) < set(args.kinds):
+            if args.summarize_only:
+                facts = facts[:i]
+                break
+            rec = trace_fact(model, fact, args)
+            torch.save(rec, path)
+        records.append(rec)
+        done = {}
+        for k in args.kinds:
+            e = sum(r["kinds"][k]["exact_cpu_s"] for r in records)
+            a = sum(r["kinds"][k]["adaptive_cpu_s"] for r in records)
+            done[k] = f"{e / a:.1f}x"
+        print(f"{name}: fact {i + 1}/{len(facts)} {fact.subject!r}: speed-ups so far {done}")
+    return summarize(name, model, facts, records, n_layers, args)
+
+
+def summarize(name, model, facts, records, n_layers, args) -> dict:
+    per_kind = {}
+    errors = defaultdict(list)
+    for kind in args.kinds:
+        rows = [r["kinds"][kind] for r in records]
+        recall, found, tie, share, work, spearman = [], [], [], [], [], []
+        for k in rows:
+            ex, ad = k["exact"], k["adaptive"]
+            te = k["p_clean"] - k["p_corrupt"]
+            top_e, top_a = _top(ex, 10), _top(ad, 10)
+            recall.append(len(set(top_e) & set(top_a)) / len(top_e))
+            flat_exact = k["is_exact"].reshape(-1)
+            found.append(sum(bool(flat_exact[c]) for c in top_e) / len(top_e))
+            flat = ex.reshape(-1)
             cutoff = float(flat[top_e[-1]]) - 0.02 * abs(te)
-            tie_recall[kind].append(sum(float(flat[c]) >= cutoff for c in top_a) / len(top_a))
-            share[kind].append(ad.n_exact / ad.scores.numel())
-            if ad.rank_correlation is not None:
-                spearman[kind].append(ad.rank_correlation)
-            ie_est = ad.estimate - ad.corrupt_score
-            ie_exact = ex.scores - ex.corrupt_score
-            buckets = bucket_positions(ex.subject_span, ex.scores.shape[1])
-            for r, c in torch.nonzero(ad.checked).tolist():
+            tie.append(sum(float(flat[c]) >= cutoff for c in top_a) / len(top_a))
+            share.append(float(k["is_exact"].float().mean()))
+            work.append(k["work"])
+            if k["rank_correlation"] is not None:
+                spearman.append(k["rank_correlation"])
+            ie_est = k["estimate"] - k["p_corrupt"]
+            ie_exact = ex - k["p_corrupt"]
+            buckets = bucket_positions(tuple(k["span"]), ex.shape[1])
+            for r, c in torch.nonzero(k["checked"]).tolist():
                 err = abs(float(ie_est[r, c] - ie_exact[r, c])) / max(abs(te), 1e-6)
                 for b, pos in enumerate(buckets):
                     if c in pos:
                         errors[(kind, BUCKETS[b], third(r, n_layers))].append(err)
-            for rec, trace in ((rec_e, ex), (rec_a, ad)):
-                rec[kind] = trace.scores
-                rec.update(
-                    p_clean=trace.clean_score,
-                    p_corrupt=trace.corrupt_score,
-                    span=list(trace.subject_span),
-                )
-        exact_records.append(rec_e)
-        adaptive_records.append(rec_a)
-        done = {k: f"{cpu[k][0] / max(cpu[k][1], 1e-9):.1f}x" for k in args.kinds}
-        print(f"{name}: fact {i + 1}/{len(facts)} {fact.subject!r}: speed-ups so far {done}")
+        t = {f: sum(k[f] for k in rows) for f in ("exact_s", "adaptive_s", "exact_cpu_s",
+                                                  "adaptive_cpu_s")}  # fmt: skip
+        per_kind[kind] = {
+            **t,
+            "speedup": t["exact_s"] / t["adaptive_s"],
+            "speedup_cpu": t["exact_cpu_s"] / t["adaptive_cpu_s"],
+            "recall@10": statistics.fmean(recall),
+            "recall@10_min": min(recall),
+            "top10_restored_exactly": statistics.fmean(found),
+            "tie_aware_recall@10": statistics.fmean(tie),
+            "share_exact": statistics.fmean(share),
+            "work": statistics.fmean(work),
+            "spearman_check_cells": statistics.fmean(spearman) if spearman else None,
+        }
 
     kinds = tuple(args.kinds)
-    ace_e = _aggregate(model, facts, exact_records, kinds, "prob", 10)
-    ace_a = _aggregate(model, facts, adaptive_records, kinds, "prob", 10)
+
+    def as_records(field: str) -> list[dict]:
+        return [
+            {"known": True, "multi": False,
+             **{kind: r["kinds"][kind][field] for kind in kinds},
+             "p_clean": r["kinds"][kinds[0]]["p_clean"],
+             "p_corrupt": r["kinds"][kinds[0]]["p_corrupt"],
+             "span": r["kinds"][kinds[0]]["span"]}
+            for r in records
+        ]  # fmt: skip
+
+    ace_e = _aggregate(model, facts, as_records("exact"), kinds, "prob", 10)
+    ace_a = _aggregate(model, facts, as_records("adaptive"), kinds, "prob", 10)
     inside = ((ace_a.aie - ace_e.aie).abs() <= 1.96 * ace_e.se + 1e-9).float().mean().item()
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -159,6 +249,7 @@ def run_model(name: str, args: argparse.Namespace) -> dict:
     if args.rome_facts:
         from tests.reference.causal_trace_ref import reference_trace
 
+        kw = dict(n_samples=args.n_samples)
         t_rome = t_ad = 0.0
         for fact in facts[: args.rome_facts]:
             probe = causal_trace(model, fact.prompt, fact.subject, layers=[0], positions=[0], **kw)
@@ -197,27 +288,14 @@ def run_model(name: str, args: argparse.Namespace) -> dict:
         "model": name,
         "device": args.device,
         "dtype": args.dtype,
-        "n_facts": len(facts),
+        "n_facts": len(records),
         "budget": args.budget,
         "check": args.check,
         "rounds": args.rounds,
-        "per_kind": {
-            k: {
-                "exact_s": times[k][0],
-                "adaptive_s": times[k][1],
-                "speedup": times[k][0] / times[k][1],
-                "exact_cpu_s": cpu[k][0],
-                "adaptive_cpu_s": cpu[k][1],
-                "speedup_cpu": cpu[k][0] / cpu[k][1],
-                "recall@10": statistics.fmean(recall[k]),
-                "recall@10_min": min(recall[k]),
-                "top10_restored_exactly": statistics.fmean(recall_found[k]),
-                "tie_aware_recall@10": statistics.fmean(tie_recall[k]),
-                "share_exact": statistics.fmean(share[k]),
-                "spearman_check_cells": statistics.fmean(spearman[k]) if spearman[k] else None,
-            }
-            for k in args.kinds
-        },
+        "screen": args.screen,
+        "screen_samples": args.screen_samples,
+        "linearize": args.linearize,
+        "per_kind": per_kind,
         "aie_points_inside_exact_95pct_band": inside,
         "rome_loop": rome,
         "estimate_error_on_check_cells": table,
@@ -227,8 +305,8 @@ def run_model(name: str, args: argparse.Namespace) -> dict:
 def markdown(results: list[dict]) -> str:
     lines = [
         "| model | kind | facts | exact s | adaptive s | speed-up (wall) | speed-up (CPU) | "
-        "recall@10 | tie-aware | top-10 restored | exact cells | Spearman (check) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "recall@10 | tie-aware | top-10 restored | exact cells | work | Spearman (check) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         for k, v in r["per_kind"].items():
@@ -238,7 +316,7 @@ def markdown(results: list[dict]) -> str:
                 f"{v['adaptive_s']:.1f} | {v['speedup']:.1f}x | {v['speedup_cpu']:.1f}x | "
                 f"{v['recall@10']:.2f} | "
                 f"{v['tie_aware_recall@10']:.2f} | {v['top10_restored_exactly']:.2f} | "
-                f"{v['share_exact']:.1%} | "
+                f"{v['share_exact']:.1%} | {v['work']:.1%} | "
                 f"{'-' if sp is None else f'{sp:.2f}'} |"
             )
     lines.append("")
@@ -270,11 +348,19 @@ def main() -> None:
     p.add_argument("--budget", type=float, default=0.1)
     p.add_argument("--check", type=float, default=0.25)
     p.add_argument("--rounds", type=int, default=1)
+    p.add_argument("--screen", type=float, default=0.3)
+    p.add_argument("--screen-samples", type=int, default=2)
+    p.add_argument("--linearize", default=None, choices=["metric", "logprob"])
     p.add_argument("--n-samples", type=int, default=10)
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--rome-facts", type=int, default=1)
-    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "adaptive"))
+    p.add_argument(
+        "--summarize-only",
+        action="store_true",
+        help="trace nothing: summarize the facts already saved under --out (a partial run)",
+    )
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "adaptive"))
     p.add_argument(
         "--threads",
         type=int,

@@ -231,7 +231,7 @@ def cmd_trace(run: _Run) -> None:
         trace_fn: Any = causal_trace
         extra: dict[str, Any] = {}
         if budget is not None:
-            trace_fn, extra = adaptive_trace, {"budget": budget}
+            trace_fn, extra = adaptive_trace, {"budget": budget, "screen": a.screen}
         traces[kind] = trace_fn(
             model,
             a.prompt,
@@ -618,8 +618,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--window", type=_positive, default=10, help="layers restored together")
     t.add_argument(
         "--budget",
-        help="adaptive tracing: estimate every cell by attribution patching and restore exactly "
-        "only this share (0.1) or number (25) of the cells it ranks highest",
+        help="adaptive tracing: estimate every cell by attribution patching, screen the highest "
+        "on 2 noise samples, and restore exactly only this share (0.1) or number (25) of the "
+        "cells ranked highest",
+    )
+    t.add_argument(
+        "--screen",
+        type=float,
+        default=0.3,
+        help="with --budget: share of the cells screened on 2 noise samples (0: rank by the "
+        "estimate alone)",
     )
 
     d = p["dissect"]

@@ -141,6 +141,13 @@ def test_trace_with_a_budget_is_adaptive(tmp_path: Path) -> None:
     assert "restored exactly" in done.stdout
     bad = mechlin_cmd("trace", "tiny", "Big Ben is in", "Big Ben", "--budget", "0", cwd=tmp_path)
     assert bad.returncode == 2 and "budget=0" in bad.stderr
+    screened = mechlin_cmd(
+        "trace", "tiny", "Big Ben is in", "Big Ben", "--n-samples", "4", "--budget", "0.3",
+        "--screen", "0.5", "--out", tmp_path / "screened", cwd=tmp_path,
+    )  # fmt: skip
+    assert screened.returncode == 0, screened.stderr
+    trace = mechlin.AdaptiveTrace.load(tmp_path / "screened" / "result.pt")
+    assert trace.screen_samples == 2 and trace.n_screened > 0
 
 
 def test_quiet_prints_only_the_summary(tmp_path: Path) -> None:

@@ -37,26 +37,54 @@ class TraceSetup:
     contrast_id: int | None
 
 
+def readout_logits(model: Model, final_resid: Float[Tensor, "rows d_model"]) -> Tensor:
+    """Logits of last-position residual states: ``sites.unembed``'s computation (final norm,
+    unembedding, the adapter's logit transform) without its per-call validation, which walks
+    every module of the model; the engines call this once per batch. ``sites.unembed`` has
+    validated the model in ``prepare_trace`` (the two agree bit for bit: tests)."""
+    norm = getattr(model, "ln_final", None)
+    if getattr(model.cfg, "normalization_type", None) is None or norm is None:
+        return sites.unembed(model, final_resid)
+    hidden = norm(final_resid.unsqueeze(0)).squeeze(0)
+    logits = hidden.to(model.W_U.dtype) @ model.W_U + model.b_U
+    transform = getattr(getattr(model, "adapter", None), "apply_output_logits_transform", None)
+    return transform(logits) if callable(transform) else logits
+
+
+def last_position_only(resid: Tensor, hook: Any) -> Tensor:
+    """A hook on the final residual stream: the metrics read the last position only, so only
+    that one is unembedded (a vocabulary of 262k makes the others a large share of a run)."""
+    return resid[:, -1:]
+
+
 def trace_metric(
     model: Model, final_resid: Float[Tensor, "rows d_model"], setup: TraceSetup, metric: Metric
 ) -> Float[Tensor, " rows"]:
     """The metric of the answer from last-position residual states (final norm + unembed)."""
-    logits = sites.unembed(model, final_resid).float()
+    logits = readout_logits(model, final_resid).float()
+    if metric == "logit_diff":
+        assert setup.contrast_id is not None
+        return logits[:, setup.answer_id] - logits[:, setup.contrast_id]
+    # The answer's column of the softmax, without dividing the whole vocabulary; the normalizer
+    # is summed in float64 (a float32 softmax is off by ~1e-5 at p = 0.7 over 49k tokens).
+    shifted = logits - logits.max(-1, keepdim=True).values
+    total = shifted.exp().sum(-1, dtype=torch.float64)
     if metric == "prob":
-        return logits.softmax(-1)[:, setup.answer_id]
-    if metric == "logprob":
-        return logits.log_softmax(-1)[:, setup.answer_id]
-    assert setup.contrast_id is not None
-    return logits[:, setup.answer_id] - logits[:, setup.contrast_id]
+        return (shifted[:, setup.answer_id].exp() / total).float()
+    return (shifted[:, setup.answer_id] - total.log()).float()
 
 
 @runtime_checkable
 class TraceEngine(Protocol):
-    """How ``causal_trace`` computes its cells: the corrupted baseline and every cell's score."""
+    """How ``causal_trace`` computes its cells: the corrupted baseline and every cell's score.
+
+    ``row_scores`` gives each cell's metric per corrupted row (noise sample), for all rows or
+    for the given subset of them; a cell's score is the mean over all rows (``scores``).
+    """
 
     def corrupted_final(self, setup: TraceSetup) -> Float[Tensor, "rows d_model"]: ...
 
-    def scores(
+    def row_scores(
         self,
         setup: TraceSetup,
         site: sites.LayerSite,
@@ -65,7 +93,25 @@ class TraceEngine(Protocol):
         clean_states: Float[Tensor, "n_layers pos d_model"],
         metric: Metric,
         budget: int,
-    ) -> Float[Tensor, "n_cells n_positions"]: ...
+        rows: Sequence[int] | None = None,
+    ) -> Float[Tensor, "n_cells n_positions n_rows"]: ...
+
+    def cell_scores(
+        self,
+        setup: TraceSetup,
+        site: sites.LayerSite,
+        cells: Sequence[tuple[int, range]],
+        position: int,
+        cell_rows: Sequence[Sequence[int]],
+        clean_states: Float[Tensor, "n_layers pos d_model"],
+        metric: Metric,
+        budget: int,
+    ) -> list[Float[Tensor, " rows"]]: ...
+
+
+def _selected_rows(setup: TraceSetup, rows: Sequence[int] | None) -> Tensor:
+    n = setup.corrupt.shape[0]
+    return torch.arange(n) if rows is None else torch.as_tensor(list(rows), dtype=torch.long)
 
 
 def _noise_hooks(
@@ -127,7 +173,7 @@ class ReplayEngine:
         return self.resid_post[-1][:, -1]
 
     @torch.no_grad()
-    def scores(
+    def row_scores(
         self,
         setup: TraceSetup,
         site: sites.LayerSite,
@@ -136,31 +182,83 @@ class ReplayEngine:
         clean_states: Tensor,
         metric: Metric,
         budget: int,
+        rows: Sequence[int] | None = None,
     ) -> Tensor:
         model = self.model
-        n_rows = setup.corrupt.shape[0]
+        samples = _selected_rows(setup, rows)
+        n_rows = len(samples)
         n_pos = setup.corrupt.shape[1]
-        out = torch.empty(len(cells), len(positions))
+        out = torch.empty(len(cells), len(positions), n_rows)
         # Rows join at the first layer their restoration can change: after the restored hidden
         # state (resid), or at the window's first sublayer (mlp / attn).
         resid = site == "resid_post"
         join_at = [c[0] + 1 if resid else c[1].start for c in cells]
         order = sorted(range(len(cells)), key=lambda i: join_at[i])
         for col, t in enumerate(positions):
-            if t not in self._kwargs:  # adaptive tracing comes back to a position
-                self._kwargs[t] = self.replayer.layer_kwargs(
-                    setup.corrupt, self.keys, self.values, t
-                )
-            kwargs = self._kwargs[t]
+            kwargs = self._layer_kwargs(setup, t)
             per_chunk = _rows_per_chunk(model, n_pos - t, n_pos, t, budget)
             for chunk in _chunks(len(order), n_rows, per_chunk):
                 cell_ids = [order[i] for i in chunk]
                 final = self._run_chunk(
-                    setup, site, cells, cell_ids, join_at, t, clean_states, kwargs
+                    setup,
+                    site,
+                    cells,
+                    cell_ids,
+                    join_at,
+                    t,
+                    clean_states,
+                    kwargs,
+                    dict.fromkeys(cell_ids, samples),
                 )
                 values = trace_metric(model, final, setup, metric).reshape(len(cell_ids), n_rows)
-                out[cell_ids, col] = values.mean(1).float().cpu()
+                out[cell_ids, col] = values.float().cpu()
         return out
+
+    @torch.no_grad()
+    def cell_scores(
+        self,
+        setup: TraceSetup,
+        site: sites.LayerSite,
+        cells: Sequence[tuple[int, range]],
+        position: int,
+        cell_rows: Sequence[Sequence[int]],
+        clean_states: Tensor,
+        metric: Metric,
+        budget: int,
+    ) -> list[Tensor]:
+        """Each cell's metric at one position on its own rows (``cell_rows[k]`` for
+        ``cells[k]``), in as few batches as ``row_scores`` would use for as many rows: adaptive
+        tracing completes some cells on the rows its screen left and restores others on all."""
+        t, n_pos = position, setup.corrupt.shape[1]
+        resid = site == "resid_post"
+        join_at = [c[0] + 1 if resid else c[1].start for c in cells]
+        order = sorted((i for i in range(len(cells)) if cell_rows[i]), key=lambda i: join_at[i])
+        kwargs = self._layer_kwargs(setup, t)
+        per_chunk = _rows_per_chunk(self.model, n_pos - t, n_pos, t, budget)
+        out = [torch.empty(len(r)) for r in cell_rows]
+        chunk: list[int] = []
+        for k, i in enumerate(order):
+            chunk.append(i)
+            size = sum(len(cell_rows[c]) for c in chunk)
+            nxt = order[k + 1] if k + 1 < len(order) else None
+            if nxt is not None and size + len(cell_rows[nxt]) <= per_chunk:
+                continue
+            samples = {c: _selected_rows(setup, cell_rows[c]) for c in chunk}
+            final = self._run_chunk(
+                setup, site, cells, chunk, join_at, t, clean_states, kwargs, samples
+            )
+            values = trace_metric(self.model, final, setup, metric).float().cpu()
+            start = 0
+            for c in chunk:
+                out[c] = values[start : start + len(cell_rows[c])]
+                start += len(cell_rows[c])
+            chunk = []
+        return out
+
+    def _layer_kwargs(self, setup: TraceSetup, t: int) -> Sequence[dict[str, Any]]:
+        if t not in self._kwargs:  # adaptive tracing comes back to a position
+            self._kwargs[t] = self.replayer.layer_kwargs(setup.corrupt, self.keys, self.values, t)
+        return self._kwargs[t]
 
     def _run_chunk(
         self,
@@ -172,39 +270,44 @@ class ReplayEngine:
         t: int,
         clean_states: Tensor,
         kwargs: Sequence[dict[str, Any]],
+        cell_samples: dict[int, Tensor],  # each cell's corrupted rows (noise samples)
     ) -> Tensor:
+        """Restore ``cell_ids`` (in join order) at position t; one final state per row, the
+        rows of each cell in turn."""
         model, n = self.model, self.n_layers
-        n_rows = setup.corrupt.shape[0]
-        samples = torch.arange(n_rows, device=setup.corrupt.device)
+        device = setup.corrupt.device
+        samples = {i: cell_samples[i].to(device) for i in cell_ids}
         joins: dict[int, list[Tensor]] = {}
         for i in cell_ids:
             layer, restored = cells[i]
             if site == "resid_post":
-                hidden = self.resid_post[layer][:, t:].clone()
+                hidden = self.resid_post[layer][samples[i], t:]  # a copy (advanced indexing)
                 hidden[:, 0] = clean_states[layer, t]
             else:
-                hidden = self.resid_pre[restored.start][:, t:]
+                hidden = self.resid_pre[restored.start][samples[i], t:]
             joins.setdefault(join_at[i], []).append(hidden)
         joined = {j: torch.cat(h) for j, h in joins.items()}
         start = min(joined)
         # Layer j's batch holds the rows of every cell joined at or before j, in join order.
         rows_at: list[Tensor] = []
-        count = 0
+        members: list[Tensor] = []
+        by_join = sorted(cell_ids, key=lambda i: join_at[i])
+        k = 0
         for j in range(n):
-            count += len(joins.get(j, []))
-            rows_at.append(samples.repeat(count))
+            while k < len(by_join) and join_at[by_join[k]] <= j:
+                members.append(samples[by_join[k]])
+                k += 1
+            rows_at.append(torch.cat(members) if members else samples[cell_ids[0]][:0])
         cache = self.replayer.prefix_cache(self.keys, self.values, t, rows_at)
         hooks = []
         if site != "resid_post":
             # Row offsets of each cell (cells are ordered by join layer).
             offset, spans = 0, {}
             for i in cell_ids:
-                spans[i] = offset
-                offset += n_rows
+                spans[i] = (offset, offset + len(samples[i]))
+                offset += len(samples[i])
             for j in range(start, n):
-                rows = [
-                    torch.arange(spans[i], spans[i] + n_rows) for i in cell_ids if j in cells[i][1]
-                ]
+                rows = [torch.arange(*spans[i]) for i in cell_ids if j in cells[i][1]]
                 if rows:
                     hooks.append(
                         (
@@ -248,7 +351,7 @@ class PackedEngine:
         return saved[0]
 
     @torch.no_grad()
-    def scores(
+    def row_scores(
         self,
         setup: TraceSetup,
         site: sites.LayerSite,
@@ -257,16 +360,18 @@ class PackedEngine:
         clean_states: Tensor,
         metric: Metric,
         budget: int,
+        rows: Sequence[int] | None = None,
     ) -> Tensor:
         model = self.model
-        n_rows, n_pos = setup.corrupt.shape
+        samples = _selected_rows(setup, rows)
+        n_rows, n_pos = len(samples), setup.corrupt.shape[1]
         units = [(i, col) for i in range(len(cells)) for col in range(len(positions))]
         d_mlp = int(model.cfg.d_mlp or 0)
         per_row = 4 * n_pos * (6 * model.cfg.d_model + 3 * d_mlp + model.cfg.d_vocab)
-        out = torch.empty(len(cells), len(positions))
+        out = torch.empty(len(cells), len(positions), n_rows)
         for chunk in _chunks(len(units), n_rows, max(1, budget // per_row)):
             batch = [units[k] for k in chunk]
-            sample = torch.arange(n_rows).repeat(len(batch))
+            sample = samples.repeat(len(batch))
             tokens = setup.corrupt[sample.to(setup.corrupt.device)]
             hooks = _noise_hooks(model, setup, sample)
             by_layer: dict[int, tuple[list[int], list[int]]] = {}
@@ -280,9 +385,34 @@ class PackedEngine:
                     (sites.hook_name(model, site, layer), _packed_hook(r, p, clean_states[layer]))
                 )
             final = self._final(tokens, hooks)
-            values = trace_metric(model, final, setup, metric).reshape(len(batch), n_rows).mean(1)
-            for (i, col), v in zip(batch, values.tolist(), strict=True):
+            values = trace_metric(model, final, setup, metric).reshape(len(batch), n_rows)
+            for (i, col), v in zip(batch, values.float().cpu(), strict=True):
                 out[i, col] = v
+        return out
+
+    def cell_scores(
+        self,
+        setup: TraceSetup,
+        site: sites.LayerSite,
+        cells: Sequence[tuple[int, range]],
+        position: int,
+        cell_rows: Sequence[Sequence[int]],
+        clean_states: Tensor,
+        metric: Metric,
+        budget: int,
+    ) -> list[Tensor]:
+        """Each cell's metric at one position on its own rows (cells sharing rows together)."""
+        out = [torch.empty(len(r)) for r in cell_rows]
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, rows in enumerate(cell_rows):
+            if rows:
+                groups.setdefault(tuple(rows), []).append(i)
+        for rows, ids in groups.items():
+            got = self.row_scores(
+                setup, site, [cells[i] for i in ids], [position], clean_states, metric, budget, rows
+            )
+            for k, i in enumerate(ids):
+                out[i] = got[k, 0]
         return out
 
 

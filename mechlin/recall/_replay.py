@@ -72,8 +72,9 @@ class Replayer:
     ) -> tuple[list[Float[Tensor, "batch kv_head pos d_head"]], list[Tensor]]:
         """Full forward of ``tokens`` [batch, pos]; returns every layer's keys and values."""
         cache = self._cache_cls()
+        base = self.hf.model  # the decoder without the unembedding: no logits are needed
         with self._hooks(hooks):
-            self.hf(input_ids=tokens, past_key_values=cache, use_cache=True)
+            base(input_ids=tokens, past_key_values=cache, use_cache=True)  # type: ignore[operator]
         keys: list[Tensor] = [layer.keys for layer in cache.layers]  # type: ignore[union-attr,misc]
         values: list[Tensor] = [layer.values for layer in cache.layers]  # type: ignore[union-attr,misc]
         return keys, values

@@ -17,16 +17,22 @@ can err). The gradients come from TransformerLens's ``cache_activation_and_gradi
 hook on the embeddings around that call), windows, and ROME's metrics and grid.
 
 The estimate is cheap and often right, and wrong in known ways: a saturated softmax (use
-``metric="logprob"`` or ``"logit_diff"``), attention patterns that a restoration changes
-non-linearly, the first layers (Kramar et al. 2024). ``adaptive_trace`` therefore restores
-exactly, with the same engine and the same noise as ``causal_trace``, the cells the estimate
-ranks highest plus a stratified random sample of the others, and reports per cell whether its
-score is exact or estimated and the estimate's error on the random sample. The exact cells of
-an adaptive run equal the cells of ``causal_trace`` with the same arguments.
+``metric="logprob"`` or ``"logit_diff"``, or ``linearize="logprob"``: linearise the
+log-probability and read the probability back), attention patterns that a restoration changes
+non-linearly, the first layers (Kramar et al. 2024). ``adaptive_trace`` therefore screens: it
+restores the cells the estimate ranks highest on a few of the noise samples (exact for those
+samples, far better ranked than by the estimate), then restores exactly, with the same engine
+and the same noise as ``causal_trace``, the cells the screen ranks highest plus a stratified
+random sample of the others, and reports per cell whether its score is exact, screened or
+estimated, and the estimate's error on the random sample. The exact cells of an adaptive run
+equal the cells of ``causal_trace`` with the same arguments.
 
 Defaults that are ours, not a paper's: ``budget=0.1`` (share of cells restored exactly),
-``check=0.25`` (share of that budget spent on the random sample), ``rounds=1`` (one ranking by
-the estimate; more rounds raise the neighbours of strong exact cells), ``stop_below=None``.
+``check=0.25`` (share of that budget spent on the random sample), ``screen=0.3`` of the cells on
+``screen_samples=2`` noise samples, ``linearize="logprob"`` for the probability metric,
+``rounds=1`` (one ranking; more rounds raise the neighbours of strong exact cells),
+``stop_below=None``. They were chosen on the known facts of known_1000 for both bundled models
+(``benchmarks/adaptive_trace.py`` measures them against the exact trace).
 """
 
 from __future__ import annotations
@@ -45,7 +51,7 @@ from mechlin import sites, viz
 from mechlin._checks import checked
 from mechlin._types import Model
 from mechlin.errors import ArgumentError
-from mechlin.recall._engines import Kind, Metric, TraceSetup, _noise_hooks
+from mechlin.recall._engines import Kind, Metric, TraceSetup, _noise_hooks, last_position_only
 from mechlin.recall.tracing import CausalTrace, PreparedTrace, prepare_trace
 
 
@@ -71,19 +77,27 @@ class AttributionTrace(CausalTrace):
 
 @dataclass(frozen=True)
 class AdaptiveTrace(CausalTrace):
-    """A causal trace whose cells are exact where restored and estimated elsewhere.
+    """A causal trace whose cells are exact where restored, screened or estimated elsewhere.
 
-    ``scores`` holds the exact score where ``exact`` is true and the attribution estimate
-    elsewhere; ``estimate`` holds the estimate of every cell. ``checked`` marks the stratified
-    random sample of cells restored to measure the estimate's error (rank correlation and
-    errors of the estimated indirect effects against the exact ones on that sample).
+    Each cell's score is, in order of precedence: exact (``exact``: restored on every noise
+    sample, equal to ``causal_trace``'s cell), screened (``screened``: restored on the first
+    ``screen_samples`` noise samples only; the score is the corrupted score plus the indirect
+    effect on those samples), or the attribution estimate (``estimate`` holds it for every
+    cell). ``checked`` marks the stratified random sample restored to measure the estimate's
+    error (rank correlation and errors of the estimated indirect effects against the exact
+    ones on that sample). ``work`` is the share of the exact trace's restorations (cell x noise
+    sample) that the run did.
     """
 
     estimate: Tensor | None = None  # (layer, pos) estimated scores of every cell
     exact: Tensor | None = None  # (layer, pos) bool: restored exactly
     checked: Tensor | None = None  # (layer, pos) bool: restored as part of the random sample
+    screened: Tensor | None = None  # (layer, pos) bool: restored on the screen's noise samples
     restored_round: Tensor | None = None  # (layer, pos) round of a ranked restoration, 0: none
     budget: int = 0  # cells the run could restore exactly
+    screen_samples: int = 0  # noise samples of the screen (0: no screen)
+    linearize: str = "metric"  # how the estimate linearises: "metric" or "logprob"
+    work: float = 0.0  # share of the exact trace's (cell, noise sample) restorations done
     rank_correlation: float | None = None  # Spearman, estimate vs exact IE, checked cells
     max_error: float | None = None  # max |estimated - exact| IE on the checked cells
     mean_abs_error: float | None = None
@@ -92,7 +106,7 @@ class AdaptiveTrace(CausalTrace):
     def __post_init__(self) -> None:
         super().__post_init__()
         shape = tuple(self.scores.shape)
-        for name in ("estimate", "exact", "checked", "restored_round"):
+        for name in ("estimate", "exact", "checked", "screened", "restored_round"):
             value = getattr(self, name)
             if value is None or tuple(value.shape) != shape:
                 raise ArgumentError(f"{name} must be a tensor of shape {shape}, not {value!r}")
@@ -102,13 +116,28 @@ class AdaptiveTrace(CausalTrace):
         assert self.exact is not None
         return int(self.exact.sum())
 
+    @property
+    def n_screened(self) -> int:
+        assert self.screened is not None
+        return int(self.screened.sum())
+
     def summary(self) -> str:
         n = self.scores.numel()
         lines = [
             f"adaptive trace: {self.n_exact} of {n} cells restored exactly "
             f"({self.n_exact / n:.0%}; budget {self.budget}"
             + (", stopped early by the threshold" if self.stopped_early else "")
-            + "), the others estimated by attribution patching",
+            + ")",
+            (
+                f"screen: {self.n_screened} cells restored on {self.screen_samples} of "
+                f"{self.n_samples} noise samples"
+                if self.screen_samples
+                else f"no screen (it needs several noise samples; this run has {self.n_samples})"
+                if self.n_samples < 2
+                else "no screen"
+            )
+            + f"; the other cells estimated by attribution patching (linearised in "
+            f"{self.linearize}); {self.work:.0%} of the exact trace's restorations",
         ]
         if self.rank_correlation is not None:
             assert self.checked is not None
@@ -139,7 +168,9 @@ class AdaptiveTrace(CausalTrace):
     def to_frame(self) -> Any:
         frame = super().to_frame()
         assert self.exact is not None and self.estimate is not None and self.checked is not None
+        assert self.screened is not None
         frame["exact"] = self.exact.reshape(-1).tolist()
+        frame["screened"] = self.screened.reshape(-1).tolist()
         frame["checked"] = self.checked.reshape(-1).tolist()
         frame["estimate"] = self.estimate.reshape(-1).tolist()
         return frame
@@ -158,52 +189,94 @@ def _metric_of_logits(logits: Tensor, setup: TraceSetup, metric: str) -> Tensor:
     return last[:, setup.answer_id] - last[:, setup.contrast_id]
 
 
+Linearize = Literal["metric", "logprob"]
+
+
 def layer_estimates(
-    prep: PreparedTrace,
-) -> tuple[Float[Tensor, "n_layers pos"], Bool[Tensor, "n_layers pos"]]:
-    """First-order estimate of restoring each single layer's site state at each position.
+    prep: PreparedTrace, linearize: Linearize = "metric"
+) -> tuple[Float[Tensor, "rows n_layers pos"], Bool[Tensor, "n_layers pos"]]:
+    """First-order estimate, per corrupted row, of restoring each single layer's site state at
+    each position.
 
     One forward of the corrupted rows (with their noise) and one backward of the summed metric
-    (rows are independent, so each row gets its own gradient); the estimate is the mean over
-    rows of (clean - corrupted) . gradient. Also returns where the clean and corrupted states
-    differ at all (elsewhere a restoration changes nothing: its indirect effect is 0).
+    (rows are independent, so each row gets its own gradient); the estimate for row i is
+    (clean - corrupted_i) . gradient_i of the trace's metric, or of the answer's log-probability
+    with ``linearize="logprob"``. Also returns where the clean and corrupted states differ at
+    all (elsewhere a restoration changes nothing: its indirect effect is 0).
     """
     model, setup = prep.model, prep.setup
     n_layers = int(model.cfg.n_layers)
     names = [sites.hook_name(model, prep.site, j) for j in range(n_layers)]
     rows = setup.corrupt.shape[0]
     noise_hooks = _noise_hooks(model, setup, torch.arange(rows))
+    differentiated = "logprob" if linearize == "logprob" else prep.metric
 
     def metric_fn(logits: Tensor) -> Tensor:
-        return _metric_of_logits(logits, setup, prep.metric).sum()
-
-    def last_position_only(resid: Tensor, hook: Any) -> Tensor:
-        return resid[:, -1:]  # the metric reads the last position: unembed only that one
+        return _metric_of_logits(logits, setup, differentiated).sum()
 
     hooks = [*noise_hooks, (sites.hook_name(model, "final_resid"), last_position_only)]
     with torch.enable_grad(), model.hooks(fwd_hooks=hooks):
         cache = cache_activation_and_gradient(model, setup.corrupt, metric_fn, names_filter=names)
-    out = torch.zeros(n_layers, setup.corrupt.shape[1])
+    out = torch.zeros(rows, n_layers, setup.corrupt.shape[1])
     changed = torch.zeros(n_layers, setup.corrupt.shape[1], dtype=torch.bool)
     for j, name in enumerate(names):
         grad = cache.gradients.get(name)
         delta = prep.clean_states[j].to(cache.activations[name].dtype) - cache.activations[name]
         changed[j] = (delta != 0).any(-1).any(0).cpu()
         if grad is not None:  # None: the site does not reach the metric
-            out[j] = (delta.float() * grad.float()).sum(-1).mean(0).cpu()
+            out[:, j] = (delta.float() * grad.float()).sum(-1).cpu()
     return out, changed
 
 
+def _check_linearize(linearize: str, metric: str) -> None:
+    if linearize not in ("metric", "logprob"):
+        raise ArgumentError(f"linearize={linearize!r}: pass 'metric' or 'logprob'")
+    if linearize == "logprob" and metric == "logit_diff":
+        raise ArgumentError(
+            'linearize="logprob" reads back a probability; with metric="logit_diff" pass '
+            'linearize="metric"'
+        )
+
+
 def estimate_grid(
-    prep: PreparedTrace,
+    prep: PreparedTrace, linearize: Linearize = "metric"
 ) -> tuple[Float[Tensor, "n_rows n_positions"], Bool[Tensor, "n_rows n_positions"]]:
     """Estimated indirect effect of every cell of the trace's grid (windows summed), and
-    which cells restore a state that differs from the corrupted run's."""
-    per_layer, changed = layer_estimates(prep)
+    which cells restore a state that differs from the corrupted run's.
+
+    ``linearize="metric"``: the mean over corrupted rows of the metric's first-order change.
+    ``linearize="logprob"`` (metric ``prob`` or ``logprob``): the answer's log-probability is
+    linearised per row and the probability read back, exp(min(log p_i + d_i, 0)) - p_i,
+    averaged over rows: a restoration that lifts a tiny probability is estimated on the scale
+    where its effect is close to linear (for ``logprob`` this is the plain estimate).
+    """
+    _check_linearize(linearize, prep.metric)
+    per_row, moved = row_estimates(prep, linearize)
+    return combine_rows(per_row, prep.corrupt_rows, linearize, prep.metric), moved
+
+
+def row_estimates(
+    prep: PreparedTrace, linearize: Linearize = "metric"
+) -> tuple[Float[Tensor, "rows n_rows n_positions"], Bool[Tensor, "n_rows n_positions"]]:
+    """Each corrupted row's first-order change of every cell of the grid (windows summed), in
+    the metric or in the log-probability (``linearize``), and which cells can change at all."""
+    per_layer, changed = layer_estimates(prep, linearize)
     cols = torch.tensor(prep.positions)
-    ie = torch.stack([per_layer[list(restored)].sum(0)[cols] for _, restored in prep.cells])
+    per_row = torch.stack(
+        [per_layer[:, list(restored)].sum(1)[:, cols] for _, restored in prep.cells], 1
+    )  # rows, grid rows, grid columns
     moved = torch.stack([changed[list(restored)].any(0)[cols] for _, restored in prep.cells])
-    return ie, moved
+    return per_row, moved
+
+
+def combine_rows(
+    per_row: Tensor, corrupt_rows: Tensor, linearize: Linearize, metric: str
+) -> Float[Tensor, "n_rows n_positions"]:
+    """The estimated indirect effect from each row's first-order change (``estimate_grid``)."""
+    if linearize == "logprob" and metric == "prob":
+        p = corrupt_rows.to(per_row.dtype)[:, None, None]
+        return (torch.exp((p.log() + per_row).clamp(max=0)) - p).mean(0)
+    return per_row.mean(0)
 
 
 @checked
@@ -223,13 +296,21 @@ def attribution_patch(
     positions: Sequence[int] | None = None,
     layers: Sequence[int] | None = None,
     contrast: str | None = None,
+    linearize: Linearize = "metric",
 ) -> AttributionTrace:
     """Estimate every cell of ``causal_trace`` by attribution patching (no cell restored).
 
     Arguments as in ``causal_trace``; the corruption (noise samples, seed, corrupted prompt)
     and the scores' meaning are the same, so the result compares cell by cell with the exact
     trace. Costs the clean run, the corrupted run and one backward pass.
+
+    Args:
+        linearize: ``"metric"``: the first-order change of the metric itself (AtP).
+            ``"logprob"``: linearise the answer's log-probability per noise sample and read the
+            probability back (``estimate_grid``); for ``metric="prob"`` this ranks cells that
+            lift a tiny probability better. Not with ``metric="logit_diff"``.
     """
+    _check_linearize(linearize, metric)
     prep = prepare_trace(
         model,
         prompt,
@@ -247,7 +328,7 @@ def attribution_patch(
         contrast=contrast,
         method="auto",
     )
-    ie, _ = estimate_grid(prep)
+    ie, _ = estimate_grid(prep, linearize)
     return AttributionTrace(**prep.fields(prep.corrupt_score + ie))
 
 
@@ -267,28 +348,173 @@ def _n_cells(budget: float | int, total: int, name: str) -> int:
     return min(total, int(budget))
 
 
-def restore_exactly(
-    prep: PreparedTrace, cells: Sequence[tuple[int, int]], memory_budget: int
-) -> dict[tuple[int, int], float]:
-    """Exact scores of the given (row, column) cells of the grid, with the trace's own engine."""
-    by_col: dict[int, list[int]] = {}
-    for row, col in cells:
-        by_col.setdefault(col, []).append(row)
-    out: dict[tuple[int, int], float] = {}
-    for col, rows in sorted(by_col.items()):
-        subset = [prep.cells[r] for r in rows]
-        values = prep.engine.scores(
-            prep.setup,
-            prep.site,
-            subset,
-            [prep.positions[col]],
-            prep.clean_states,
-            prep.metric,  # type: ignore[arg-type]
-            memory_budget,
-        )
-        for r, v in zip(rows, values[:, 0].tolist(), strict=True):
-            out[(r, col)] = v
-    return out
+class _Restorer:
+    """Each cell's metric per corrupted row, restored on demand with the trace's own engine.
+
+    ``values[r, c, i]`` is cell (r, c)'s metric on corrupted row i, NaN until restored. A cell
+    can be restored on some rows first (the screen) and completed later; each row of each cell
+    is computed once.
+    """
+
+    def __init__(self, prep: PreparedTrace, memory_budget: int) -> None:
+        self.prep = prep
+        self.memory_budget = memory_budget
+        self.corrupt_rows = prep.corrupt_rows  # each noise sample's corrupted metric
+        self.corrupt_score = prep.corrupt_score
+        n_rows = prep.setup.corrupt.shape[0]
+        self.values = torch.full((len(prep.cells), len(prep.positions), n_rows), math.nan)
+        self.n_restored = 0  # (cell, row) restorations run
+
+    def restore(self, cells: Sequence[tuple[int, int]], rows: Sequence[int] | None = None) -> None:
+        """Restore the given cells on ``rows`` (default: every row), skipping rows done."""
+        prep = self.prep
+        wanted = list(range(self.values.shape[2]) if rows is None else rows)
+        # One engine call per column: each cell on the rows it still lacks.
+        columns: dict[int, list[tuple[int, list[int]]]] = {}
+        for r, c in cells:
+            done = ~torch.isnan(self.values[r, c])
+            missing = [i for i in wanted if not done[i]]
+            if missing:
+                columns.setdefault(c, []).append((r, missing))
+        for col, todo in sorted(columns.items()):
+            got = prep.engine.cell_scores(
+                prep.setup,
+                prep.site,
+                [prep.cells[r] for r, _ in todo],
+                prep.positions[col],
+                [missing for _, missing in todo],
+                prep.clean_states,
+                prep.metric,  # type: ignore[arg-type]
+                self.memory_budget,
+            )
+            for (r, missing), values in zip(todo, got, strict=True):
+                self.values[r, col, missing] = values
+                self.n_restored += len(missing)
+
+    def exact_ie(self, cell: tuple[int, int]) -> float:
+        """The exact indirect effect of a cell restored on every row."""
+        return float(self.values[cell].mean()) - self.corrupt_score
+
+    def partial_ie(self, cell: tuple[int, int], rows: Sequence[int]) -> float:
+        """The indirect effect on the given rows only: mean over them of restored - corrupted."""
+        idx = list(rows)
+        return float(self.values[cell][idx].mean() - self.corrupt_rows[idx].mean())
+
+
+class _TableRestorer(_Restorer):
+    """A ``_Restorer`` that looks the restored metrics up in a table of every cell's value on
+    every row (``benchmarks/adaptive_policies.py`` replays the adaptive policy on saved exact
+    traces with it; the tests check it reproduces ``adaptive_trace``)."""
+
+    def __init__(
+        self, table: Tensor, corrupt_rows: Tensor, corrupt_score: float
+    ) -> None:  # table: (grid rows, grid columns, noise rows)
+        self.table = table
+        self.values = torch.full_like(table, math.nan)
+        self.corrupt_rows = corrupt_rows
+        self.corrupt_score = corrupt_score
+        self.n_restored = 0
+
+    def restore(self, cells: Sequence[tuple[int, int]], rows: Sequence[int] | None = None) -> None:
+        wanted = list(range(self.values.shape[2]) if rows is None else rows)
+        for cell in cells:
+            missing = [i for i in wanted if math.isnan(float(self.values[cell][i]))]
+            self.values[cell][missing] = self.table[cell][missing]
+            self.n_restored += len(missing)
+
+
+@dataclass
+class _Plan:
+    exact: set[tuple[int, int]]
+    screened: list[tuple[int, int]]
+    sample: list[tuple[int, int]]
+    round_of: Tensor
+    n_budget: int
+    stopped: bool
+
+
+def _run_policy(
+    ie: Tensor,
+    moved: Tensor,
+    restorer: _Restorer,
+    *,
+    budget: float | int,
+    check: float,
+    screen: float | int,
+    screen_rows: tuple[int, ...],
+    rounds: int,
+    stop_below: float | None,
+    total_effect: float,
+    seed: int,
+) -> _Plan:
+    """The adaptive policy: screen, ranked exact restorations, random sample (steps 2-3 of
+    ``adaptive_trace``), run against a restorer (the engine's, or a table's)."""
+    n_rows, n_cols = ie.shape
+    total = n_rows * n_cols
+    n_budget = _n_cells(budget, total, "budget")
+    n_check = min(round(check * n_budget), n_budget)
+    n_top = n_budget - n_check
+    order = torch.argsort(ie.reshape(-1), descending=True, stable=True).tolist()
+    ranked = [divmod(k, n_cols) for k in order]
+    reachable = [c for c in ranked if bool(moved[c])]  # elsewhere the effect is 0 by design
+
+    # The screen: the estimate's highest cells on a few noise samples.
+    priority = ie.clone()
+    screened = reachable[: _n_cells(screen, total, "screen")] if screen_rows else []
+    restorer.restore(screened, screen_rows)
+    for c in screened:
+        priority[c] = restorer.partial_ie(c, screen_rows)
+
+    exact: set[tuple[int, int]] = set()
+    round_of = torch.zeros(n_rows, n_cols, dtype=torch.long)
+    stopped = False
+    step = max(1, math.ceil(n_top / rounds))
+    final: list[tuple[int, int]] = []  # the last round, restored with the random sample
+    for k in range(1, rounds + 1):
+        want = min(step, n_top - len(exact))
+        if want <= 0:
+            break
+        open_cells = [c for c in ranked if c not in exact]
+        open_cells.sort(key=lambda c: -float(priority[c]))  # stable: ties keep the estimate order
+        batch = open_cells[:want]
+        exact.update(batch)
+        for r, c in batch:
+            round_of[r, c] = k
+        if k == rounds or len(exact) >= n_top:
+            # Nothing after this round reads its values: restore it in the same batches as
+            # the random sample (drawn from the cells outside it, as after a restore).
+            final = batch
+            break
+        restorer.restore(batch)
+        for r, c in batch:
+            found = restorer.exact_ie((r, c))
+            for nb in ((r - 1, c), (r + 1, c), (r, c - 1), (r, c + 1)):
+                if 0 <= nb[0] < n_rows and 0 <= nb[1] < n_cols and nb not in exact:
+                    priority[nb] = max(float(priority[nb]), found)
+        if stop_below is not None and all(
+            restorer.exact_ie(c) < stop_below * total_effect for c in batch
+        ):
+            stopped = len(exact) < n_top
+            break
+    # The random sample: from the reachable cells not restored exactly.
+    generator = torch.Generator().manual_seed(seed)
+    sample = _stratified_sample([c for c in reachable if c not in exact], n_check, generator)
+    restorer.restore(final + sample)
+    exact.update(sample)
+    return _Plan(exact, screened, sample, round_of, n_budget, stopped)
+
+
+def _plan_scores(
+    ie: Tensor, plan: _Plan, restorer: _Restorer, screen_rows: tuple[int, ...]
+) -> Tensor:
+    """Each cell's score: exact where restored on every row, else screened, else estimated."""
+    scores = restorer.corrupt_score + ie
+    for c in plan.screened:
+        scores[c] = restorer.corrupt_score + restorer.partial_ie(c, screen_rows)
+    full = restorer.values.mean(-1)  # exact scores, as causal_trace averages them
+    for c in plan.exact:
+        scores[c] = full[c]
+    return scores
 
 
 def _stratified_sample(
@@ -322,6 +548,9 @@ def adaptive_trace(
     *,
     budget: float | int = 0.1,
     check: float = 0.25,
+    screen: float | int = 0.3,
+    screen_samples: int = 2,
+    linearize: Linearize | None = None,
     stop_below: float | None = None,
     rounds: int = 1,
     answer: str | None = None,
@@ -338,26 +567,41 @@ def adaptive_trace(
     memory_budget: int = 1 << 30,
     method: Literal["auto", "replay", "packed"] = "auto",
 ) -> AdaptiveTrace:
-    """Causal tracing that restores exactly only the cells attribution patching ranks highest.
+    """Causal tracing that restores exactly only the cells most likely to matter.
 
     1. Estimate every cell by attribution patching (``attribution_patch``).
-    2. Restore exactly, with ``causal_trace``'s engine and noise, the cells of highest
-       priority, in ``rounds`` (priority: the estimated indirect effect, raised to the exact
-       effect of a restored neighbour), and a stratified random sample of the others (one
-       cell from each of equal strata of the ranking) to measure the estimate's error.
-    3. Report exact scores where restored, estimates elsewhere (``AdaptiveTrace``).
+    2. Screen: restore the ``screen`` cells the estimate ranks highest on ``screen_samples``
+       of the ``n_samples`` noise samples only. Their indirect effect on those samples is
+       exact for those samples, and ranks them far better than the first-order estimate.
+    3. Restore exactly (every noise sample; the screened samples are not run again), with
+       ``causal_trace``'s engine and noise, the ``budget`` cells of highest priority in
+       ``rounds`` (priority: the screened effect where screened, else the estimate, raised to
+       the exact effect of a restored neighbour), and a stratified random sample of the others
+       (one cell from each of equal strata of the estimate's ranking) to measure the
+       estimate's error.
+    4. Report exact scores where restored on every sample, the screened score where screened,
+       the estimate elsewhere (``AdaptiveTrace``: ``exact``, ``screened``).
 
     Args:
         budget: cells restored exactly: a share of the grid (float in (0, 1]) or a number of
-            cells (int). Ours: 0.1.
+            cells (int), the random sample included. Ours: 0.1.
         check: share of ``budget`` spent on the random sample (0 for none). Ours: 0.25.
+        screen: cells screened on a few noise samples: a share of the grid or a number
+            (0: no screen, rank by the estimate alone). Only cells the corruption reaches are
+            screened. Without noise samples to split (``corrupted_prompt``, or
+            ``screen_samples >= n_samples``) there is no screen. Ours: 0.3.
+        screen_samples: noise samples the screen restores (the first ones; they are iid).
+            Ours: 2 (on the first known facts of both bundled models, 2 samples found more of
+            the exact top 10 than 1 at the same cost: ``benchmarks/adaptive_trace.py``).
+        linearize: how the estimate linearises (``estimate_grid``). ``None``: ``"logprob"``
+            when a screen runs and ``metric="prob"`` (on known facts of both bundled models it
+            put more of the exact top 10 among the screened cells), else ``"metric"`` (without
+            a screen the estimates are scores of the result, and the log-space estimate
+            overshoots where the linearised log-probability passes 0). Ours.
         rounds: the ranked cells are restored in this many rounds. Each round restores the
-            open cells of highest priority; a cell's priority is its estimated indirect effect,
-            raised to the exact effect of any restored neighbour (the layer above or below, the
-            token before or after), so a strong exact cell pulls in its neighbours, which the
-            estimate may have ranked too low (causal traces are smooth along layers). 1: a
-            plain ranking by the estimate. Ours: 1 (on 5 smollm2-135m facts, 4 rounds found
-            no more of the exact top 10; ``benchmarks/adaptive_trace.py --rounds 4``).
+            open cells of highest priority; a restored cell raises its neighbours' priority
+            (the layer above or below, the token before or after) to its exact effect, so a
+            strong exact cell pulls in its neighbours. 1: a plain ranking. Ours: 1.
         stop_below: stop after a round whose exact indirect effects are all below
             ``stop_below`` x |total effect| (the random sample is still restored). ``None``:
             spend the whole budget.
@@ -367,6 +611,14 @@ def adaptive_trace(
         raise ArgumentError(f"check={check!r} is a share of the budget: pass a value in [0, 1]")
     if rounds < 1:
         raise ArgumentError(f"rounds={rounds!r}: pass at least 1")
+    if screen_samples < 1:
+        raise ArgumentError(f"screen_samples={screen_samples!r}: pass at least 1")
+    if isinstance(screen, bool) or screen < 0:
+        raise ArgumentError(f"screen={screen!r}: pass 0 (no screen), a share or a number of cells")
+    if screen:
+        _n_cells(screen, 1, "screen")  # a share above 1 fails here, before any work
+    if linearize is not None:
+        _check_linearize(linearize, metric)
     prep = prepare_trace(
         model,
         prompt,
@@ -384,67 +636,53 @@ def adaptive_trace(
         contrast=contrast,
         method=method,
     )
-    ie, moved = estimate_grid(prep)
+    screen_rows = tuple(range(screen_samples)) if screen and screen_samples < prep.n_rows else ()
+    if linearize is None:
+        linearize = "logprob" if metric == "prob" and screen_rows else "metric"
+    ie, moved = estimate_grid(prep, linearize)
+    restorer = _Restorer(prep, memory_budget)
+    plan = _run_policy(
+        ie,
+        moved,
+        restorer,
+        budget=budget,
+        check=check,
+        screen=screen,
+        screen_rows=screen_rows,
+        rounds=rounds,
+        stop_below=stop_below,
+        total_effect=abs(prep.clean_score - prep.corrupt_score),
+        seed=seed,
+    )
+    exact, screened, sample = plan.exact, plan.screened, plan.sample
     n_rows, n_cols = ie.shape
     total = n_rows * n_cols
-    n_budget = _n_cells(budget, total, "budget")
-    n_check = min(round(check * n_budget), n_budget)
-    n_top = n_budget - n_check
-    order = torch.argsort(ie.reshape(-1), descending=True, stable=True).tolist()
-    ranked = [divmod(k, n_cols) for k in order]
-
-    exact: dict[tuple[int, int], float] = {}
-    round_of = torch.zeros(n_rows, n_cols, dtype=torch.long)
-    priority = ie.clone()
-    stopped = False
-    te = abs(prep.clean_score - prep.corrupt_score)
-    step = max(1, math.ceil(n_top / rounds))
-    for k in range(1, rounds + 1):
-        want = min(step, n_top - len(exact))
-        if want <= 0:
-            break
-        open_cells = [c for c in ranked if c not in exact]
-        open_cells.sort(key=lambda c: -float(priority[c]))  # stable: ties keep the estimate order
-        batch = open_cells[:want]
-        exact.update(restore_exactly(prep, batch, memory_budget))
-        for r, c in batch:
-            round_of[r, c] = k
-            found = exact[(r, c)] - prep.corrupt_score
-            for nb in ((r - 1, c), (r + 1, c), (r, c - 1), (r, c + 1)):
-                if 0 <= nb[0] < n_rows and 0 <= nb[1] < n_cols and nb not in exact:
-                    priority[nb] = max(float(priority[nb]), found)
-        if stop_below is not None and all(
-            exact[c] - prep.corrupt_score < stop_below * te for c in batch
-        ):
-            stopped = len(exact) < n_top
-            break
-    # The random sample: from the cells not restored, excluding those whose state is the same
-    # in the clean and the corrupted run (their indirect effect is 0 by construction).
-    rest = [c for c in ranked if c not in exact and bool(moved[c])]
-    generator = torch.Generator().manual_seed(seed)
-    sample = _stratified_sample(rest, n_check, generator)
-    exact.update(restore_exactly(prep, sample, memory_budget))
-
-    scores = prep.corrupt_score + ie
     is_exact = torch.zeros(n_rows, n_cols, dtype=torch.bool)
+    is_screened = torch.zeros_like(is_exact)
     is_checked = torch.zeros_like(is_exact)
-    for (r, c), v in exact.items():
-        scores[r, c] = v
-        is_exact[r, c] = True
-    for r, c in sample:
-        is_checked[r, c] = True
-    est_ie = torch.tensor([float(ie[r, c]) for r, c in sample])
-    exact_ie = torch.tensor([exact[(r, c)] - prep.corrupt_score for r, c in sample])
+    for c in exact:
+        is_exact[c] = True
+    for c in screened:
+        is_screened[c] = True
+    for c in sample:
+        is_checked[c] = True
+    scores = _plan_scores(ie, plan, restorer, screen_rows)
+    est_ie = torch.tensor([float(ie[c]) for c in sample])
+    exact_ie = torch.tensor([restorer.exact_ie(c) for c in sample])
     errors = (est_ie - exact_ie).abs()
     return AdaptiveTrace(
         **prep.fields(scores),
         estimate=prep.corrupt_score + ie,
         exact=is_exact,
         checked=is_checked,
-        restored_round=round_of,
-        budget=n_budget,
+        screened=is_screened,
+        restored_round=plan.round_of,
+        budget=plan.n_budget,
+        screen_samples=len(screen_rows),
+        linearize=linearize,
+        work=restorer.n_restored / (total * prep.n_rows),
         rank_correlation=_spearman(est_ie, exact_ie),
         max_error=float(errors.max()) if len(sample) else None,
         mean_abs_error=float(errors.mean()) if len(sample) else None,
-        stopped_early=stopped,
+        stopped_early=plan.stopped,
     )

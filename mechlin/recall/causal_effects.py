@@ -20,8 +20,9 @@ small (1.6%) and dominant at the last token in late layers.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -36,7 +37,7 @@ from mechlin._stats import mean_and_se
 from mechlin._store import ItemStore, model_fingerprint
 from mechlin._types import Model
 from mechlin.datasets.facts import Fact, FactLike, as_facts, is_known, next_token_logits
-from mechlin.errors import EmptyInputError
+from mechlin.errors import ArgumentError, EmptyInputError
 from mechlin.recall.attribution import adaptive_trace
 from mechlin.recall.tracing import CausalTrace, Kind, Metric, causal_trace
 from mechlin.results import Result
@@ -183,6 +184,7 @@ def average_causal_effects(
     memory_budget: int = 1 << 30,
     method: Literal["exact", "adaptive"] = "exact",
     budget: float | int = 0.1,
+    adaptive: Mapping[str, Any] | None = None,
     runner: Runner | None = None,
 ) -> AverageCausalEffects:
     """Trace every known fact with every kind and average the indirect effects (ROME Fig. 2).
@@ -196,6 +198,9 @@ def average_causal_effects(
             fact with ``adaptive_trace``: an attribution-patching estimate of every cell, the
             ``budget`` share (or number) of cells it ranks highest, and a random sample,
             restored exactly (``mechlin.recall.attribution``).
+        adaptive: further options of ``adaptive_trace`` (``screen``, ``screen_samples``,
+            ``check``, ``linearize``, ``rounds``, ``stop_below``); its defaults otherwise. They
+            are part of the store's settings.
         runner: where the facts are traced: ``None`` here, ``mechlin.RayRunner(...)`` on Ray
             workers (the same results; they write into the same ``out=`` store).
         Other options as in ``causal_trace``.
@@ -211,8 +216,9 @@ def average_causal_effects(
         seed=seed,
         metric=metric,
     )
+    extra = _adaptive_options(adaptive) if method == "adaptive" else {}
     if method != "exact":  # (stores of exact runs keep the settings they always had)
-        settings.update(method=method, budget=budget)
+        settings.update(method=method, budget=budget, adaptive=extra)
     store = None
     if out is not None:
         settings["model"] = model_fingerprint(model)
@@ -236,7 +242,7 @@ def average_causal_effects(
     )
     work = [
         Item(key, dict(fact=items[i], top1=top1.get(i, -1), kinds=tuple(kinds),
-                       method=method, budget=budget, options=options))
+                       method=method, budget=budget, adaptive=extra, options=options))
         for i, key in enumerate(keys)
     ]  # fmt: skip
     found = as_runner(runner).map(
@@ -244,6 +250,22 @@ def average_causal_effects(
     )
     records = [found[key] for key in keys]
     return _aggregate(model, items, records, tuple(kinds), metric, window, method)
+
+
+_ADAPTIVE_OPTIONS = ("screen", "screen_samples", "check", "linearize", "rounds", "stop_below")
+
+
+def _adaptive_options(given: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``adaptive_trace``'s options with its defaults filled in (so a store records them)."""
+    given = dict(given or {})
+    unknown = sorted(set(given) - set(_ADAPTIVE_OPTIONS))
+    if unknown:
+        raise ArgumentError(
+            f"adaptive= has unknown options {unknown}; it takes {list(_ADAPTIVE_OPTIONS)} "
+            "(budget and the trace options are arguments of their own)"
+        )
+    defaults = inspect.signature(adaptive_trace).parameters
+    return {k: given.get(k, defaults[k].default) for k in _ADAPTIVE_OPTIONS}
 
 
 def _trace_fact(model: Model, payload: dict[str, Any]) -> dict[str, Any]:
@@ -256,7 +278,12 @@ def _trace_fact(model: Model, payload: dict[str, Any]) -> dict[str, Any]:
             options = dict(payload["options"], kind=kind)
             if payload["method"] == "adaptive":
                 adaptive = adaptive_trace(
-                    model, fact.prompt, fact.subject, budget=payload["budget"], **options
+                    model,
+                    fact.prompt,
+                    fact.subject,
+                    budget=payload["budget"],
+                    **payload.get("adaptive", {}),
+                    **options,
                 )
                 record[f"{kind}_exact"] = adaptive.exact
                 trace: CausalTrace = adaptive

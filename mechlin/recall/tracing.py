@@ -54,6 +54,7 @@ from mechlin.recall._engines import (
     ReplayEngine,
     TraceEngine,
     TraceSetup,
+    last_position_only,
     trace_metric,
 )
 from mechlin.recall._replay import decoder_layers
@@ -281,9 +282,15 @@ def causal_trace(
         contrast=contrast,
         method=method,
     )
-    scores = prep.engine.scores(
-        prep.setup, prep.site, prep.cells, prep.positions, prep.clean_states, metric, memory_budget
-    )
+    scores = prep.engine.row_scores(  # each noise sample's metric, averaged
+        prep.setup,
+        prep.site,
+        prep.cells,
+        prep.positions,
+        prep.clean_states,
+        metric,
+        memory_budget,
+    ).mean(-1)
     return prep.result(scores)
 
 
@@ -291,9 +298,9 @@ def causal_trace(
 class PreparedTrace:
     """A trace with its clean and corrupted runs done: what every cell's restoration needs.
 
-    ``causal_trace`` scores every cell with ``engine.scores``; the attribution and adaptive
-    traces (``mechlin.recall.attribution``) reuse the same setup, so their exact cells are
-    computed from the very same noise, baseline and clean states.
+    ``causal_trace`` scores every cell with ``engine.row_scores`` (averaged over the rows);
+    the attribution and adaptive traces (``mechlin.recall.attribution``) reuse the same setup,
+    so their exact cells are computed from the very same noise, baseline and clean states.
     """
 
     model: Model
@@ -306,6 +313,7 @@ class PreparedTrace:
     clean_states: Tensor  # (layer, pos, d_model) at the site
     clean_score: float
     corrupt_score: float
+    corrupt_rows: Tensor  # (rows,) the metric of each corrupted row (noise sample)
     tokens: tuple[str, ...]
     kind: str
     window: int
@@ -383,7 +391,8 @@ def prepare_trace(
     site = _SITE[kind]
     names = [sites.hook_name(model, site, layer) for layer in range(n_layers)]
     final_name = sites.hook_name(model, "final_resid")
-    clean_logits, clean_cache = model.run_with_cache(clean, names_filter=[*names, final_name])
+    with model.hooks(fwd_hooks=[(final_name, last_position_only)]):
+        clean_logits, clean_cache = model.run_with_cache(clean, names_filter=[*names, final_name])
     clean_states = torch.stack([clean_cache[n][0] for n in names])  # (layer, pos, d_model)
     if answer is None:
         answer_id = int(clean_logits[0, -1].argmax())
@@ -423,7 +432,9 @@ def prepare_trace(
             else _top_other(model, baseline, answer_id)
         )
         setup = TraceSetup(clean, corrupt, noise_tensor, span, answer_id, contrast_id)
-    p_corrupt = float(trace_metric(model, baseline, setup, metric).mean())
+    sites.unembed(model, baseline[:1])  # validates the readout once; the engines then skip it
+    corrupt_rows = trace_metric(model, baseline, setup, metric).float().cpu()
+    p_corrupt = float(corrupt_rows.mean())
     p_clean = float(trace_metric(model, clean_cache[final_name][:, -1], setup, metric).mean())
 
     return PreparedTrace(
@@ -437,6 +448,7 @@ def prepare_trace(
         clean_states=clean_states,
         clean_score=p_clean,
         corrupt_score=p_corrupt,
+        corrupt_rows=corrupt_rows,
         tokens=tuple(sites.str_tokens(model, clean[0])),
         kind=kind,
         window=window,

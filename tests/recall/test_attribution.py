@@ -17,7 +17,12 @@ from mechlin.recall.attribution import (
     attribution_patch,
 )
 from mechlin.recall.tracing import CausalTrace, causal_trace
-from tests.reference.attribution_ref import finite_difference, reference_estimate
+from tests.reference.attribution_ref import (
+    finite_difference,
+    reference_estimate,
+    reference_logprob_estimate,
+)
+from tests.reference.causal_trace_ref import reference_trace
 
 PROMPT = "The Eiffel Tower is located in the city of"
 SUBJECT = "Eiffel Tower"
@@ -65,6 +70,31 @@ def test_estimate_equals_finite_differences(fixture, kind, mode, metric, request
     scale = float(ref.abs().max())
     assert scale > 1e-5  # the comparison is not between two zero grids
     assert float((got - ref).abs().max()) <= 1e-4 * scale
+
+
+@pytest.mark.parametrize("fixture", ["tiny", "tiny_gemma"])
+@pytest.mark.parametrize("kind", ["resid", "mlp"])
+def test_logprob_linearisation_equals_its_reference(fixture, kind, request) -> None:
+    model = request.getfixturevalue(fixture)
+    kw = dict(kind=kind, window=2, n_samples=3, noise=2.0)
+    est = attribution_patch(model, PROMPT, SUBJECT, linearize="logprob", **kw)
+    plain = attribution_patch(model, PROMPT, SUBJECT, **kw)
+    ref = reference_logprob_estimate(
+        model, PROMPT, SUBJECT, kind=kind, window=2, answer_id=est.answer_id,
+        noise=_noise(est, model),
+    )  # fmt: skip
+    got = (est.scores - est.corrupt_score).double()
+    scale = float(ref.abs().max())
+    assert scale > 1e-5
+    assert float((got - ref).abs().max()) <= 1e-4 * scale
+    assert not torch.allclose(est.scores, plain.scores)  # a different estimate, not a copy
+
+
+def test_logprob_linearisation_of_the_logprob_is_the_plain_estimate(tiny) -> None:
+    kw = dict(n_samples=3, noise=2.0, metric="logprob")
+    a = attribution_patch(tiny, PROMPT, SUBJECT, linearize="logprob", **kw)
+    b = attribution_patch(tiny, PROMPT, SUBJECT, **kw)
+    assert torch.equal(a.scores, b.scores)
 
 
 def test_the_reference_derivative_is_the_finite_difference() -> None:
@@ -123,7 +153,10 @@ def test_adaptive_exact_cells_are_the_exact_trace(fixture, kind, mode, method, r
     mask = adaptive.exact
     assert 0 < adaptive.n_exact <= adaptive.budget == math.ceil(0.3 * exact.scores.numel())
     assert torch.allclose(adaptive.scores[mask], exact.scores[mask], atol=1e-6, rtol=0)
-    assert torch.equal(adaptive.scores[~mask], adaptive.estimate[~mask])
+    plain = ~mask & ~adaptive.screened
+    assert torch.equal(adaptive.scores[plain], adaptive.estimate[plain])
+    assert (adaptive.screen_samples > 0) == (mode == "noise")  # no rows to split in a prompt
+    assert bool(adaptive.screened.any()) == (mode == "noise")
     assert adaptive.clean_score == exact.clean_score
     assert adaptive.corrupt_score == exact.corrupt_score
     assert adaptive.checked.sum() > 0 and bool((adaptive.checked <= adaptive.exact).all())
@@ -142,8 +175,42 @@ def test_adaptive_exact_cells_match_the_exact_trace_on_smollm2(smollm2) -> None:
 def test_whole_budget_is_the_exact_trace(tiny) -> None:
     kw = dict(kind="resid", n_samples=3, noise=2.0)
     exact = causal_trace(tiny, PROMPT, SUBJECT, **kw)
-    full = adaptive_trace(tiny, PROMPT, SUBJECT, budget=1.0, check=0.0, **kw)
+    full = adaptive_trace(tiny, PROMPT, SUBJECT, budget=1.0, check=0.0, screen=0, **kw)
     assert bool(full.exact.all()) and torch.equal(full.scores, exact.scores)
+    assert full.work == 1.0
+    # With a screen the rows of a cell are computed in two batches (the screen's, the rest):
+    # equal to float32 rounding.
+    screened = adaptive_trace(tiny, PROMPT, SUBJECT, budget=1.0, check=0.0, screen=0.5, **kw)
+    assert screened.n_screened > 0 and bool(screened.exact.all())
+    assert torch.allclose(screened.scores, exact.scores, atol=1e-6, rtol=0)
+    assert screened.work == 1.0  # every (cell, row) restored once, none twice
+
+
+def test_screen_ranks_by_the_screened_samples(tiny) -> None:
+    # The screen restores the estimate's top cells on the first 2 of 4 noise samples; the
+    # ranked exact cells are the top of that partial effect (else of the estimate); screened
+    # cells that are not restored on every sample score their partial effect. The partial
+    # effects are checked against ROME's loop run on those 2 samples alone.
+    kw = dict(kind="resid", n_samples=4, noise=2.0)
+    ad = adaptive_trace(tiny, PROMPT, SUBJECT, budget=6, check=0.0, screen=12, **kw)
+    assert ad.n_screened == 12 and ad.screen_samples == 2 and ad.n_exact == 6
+    s0 = ad.subject_span[0]
+    est = ad.estimate - ad.corrupt_score
+    reachable = est.clone()
+    reachable[:, :s0] = -math.inf
+    # (ties: cells of the last layer other than the last token have estimate 0)
+    assert float(est[ad.screened].min()) >= float(reachable[~ad.screened].max())
+    ref, _, ref_corrupt = reference_trace(
+        tiny, PROMPT, SUBJECT, kind="resid", window=10, answer_id=ad.answer_id,
+        noise=_noise(ad, tiny, n=4)[:2], corrupted_prompt=None, metric="prob",
+    )  # fmt: skip
+    partial = ref - ref_corrupt
+    priority = torch.where(ad.screened, partial.to(est.dtype), est)
+    assert float(priority[ad.exact].min()) >= float(priority[~ad.exact].max())
+    assert float(priority[ad.exact].min()) > 0
+    only = ad.screened & ~ad.exact
+    assert torch.allclose(ad.scores[only], ad.corrupt_score + partial[only], atol=1e-6)
+    assert 0 < ad.work < 1
 
 
 def _cells(mask):
@@ -156,7 +223,7 @@ def _top(grid, k):
 
 
 def test_one_round_restores_the_highest_estimates(tiny) -> None:
-    kw = dict(budget=6, check=0.0, n_samples=3, noise=2.0, rounds=1)
+    kw = dict(budget=6, check=0.0, n_samples=3, noise=2.0, rounds=1, screen=0)
     ad = adaptive_trace(tiny, PROMPT, SUBJECT, **kw)
     assert _cells(ad.exact) == _top(ad.estimate, 6)
     assert ad.rank_correlation is None  # no random sample, no error estimate
@@ -164,7 +231,7 @@ def test_one_round_restores_the_highest_estimates(tiny) -> None:
 
 def test_later_rounds_follow_strong_exact_cells(tiny) -> None:
     ad = adaptive_trace(
-        tiny, PROMPT, SUBJECT, budget=12, check=0.0, n_samples=3, noise=2.0, rounds=4
+        tiny, PROMPT, SUBJECT, budget=12, check=0.0, n_samples=3, noise=2.0, rounds=4, screen=0
     )
     first = _cells(ad.restored_round == 1)
     assert first == _top(ad.estimate, 3)  # round 1: the estimate's top quarter
@@ -210,6 +277,11 @@ def test_stop_rule_ends_early(tiny) -> None:
         (dict(budget=1.5), "at most 1"),
         (dict(budget=-0.1), "budget=-0.1"),
         (dict(check=2.0), "check=2.0"),
+        (dict(screen=-1), "screen=-1"),
+        (dict(screen=1.5), "at most 1"),
+        (dict(screen_samples=0), "screen_samples=0"),
+        (dict(linearize="log"), "linearize='log'"),
+        (dict(linearize="logprob", metric="logit_diff", contrast=" Rome"), "logit_diff"),
     ],
 )
 def test_bad_budget(tiny, kwargs, fragment) -> None:
@@ -272,3 +344,78 @@ def test_average_causal_effects_adaptive(tiny, tmp_path) -> None:
     assert torch.equal(again.aie, part.aie)  # resumed from the store
     with pytest.raises(mechlin.StoreMismatchError, match="method"):
         mechlin.average_causal_effects(tiny, facts, out=store, **kw)
+    with pytest.raises(mechlin.StoreMismatchError, match="adaptive"):
+        mechlin.average_causal_effects(
+            tiny, facts, method="adaptive", budget=0.3, out=store, adaptive={"screen": 0}, **kw
+        )  # another screen: not what this store holds
+    with pytest.raises(ArgumentError, match="unknown options"):
+        mechlin.average_causal_effects(tiny, facts, method="adaptive", adaptive={"scren": 0}, **kw)
+    # The options reach each fact's trace: a screen on 4 noise samples, none without one.
+    kw4 = dict(kw, n_samples=4, kinds=("resid",))
+    on = mechlin.average_causal_effects(tiny, facts, method="adaptive", budget=0.3, **kw4)
+    off = mechlin.average_causal_effects(
+        tiny, facts, method="adaptive", budget=0.3, adaptive={"screen": 0}, **kw4
+    )
+    assert not torch.equal(on.aie, off.aie)
+
+
+def test_policy_replayed_on_a_table_is_adaptive_trace(tiny) -> None:
+    # benchmarks/adaptive_policies.py replays the policy on saved per-sample exact values; with
+    # the same inputs it must choose and score exactly as adaptive_trace does.
+    from mechlin.recall.attribution import (
+        _plan_scores,
+        _run_policy,
+        _TableRestorer,
+        estimate_grid,
+    )
+    from mechlin.recall.tracing import prepare_trace
+
+    kw = dict(kind="resid", n_samples=4, noise=2.0)
+    ad = adaptive_trace(tiny, PROMPT, SUBJECT, budget=8, screen=10, **kw)
+    prep = prepare_trace(
+        tiny, PROMPT, SUBJECT, answer=None, window=10, seed=0, corrupted_prompt=None,
+        metric="prob", positions=None, layers=None, contrast=None, method="auto", **kw,
+    )  # fmt: skip
+    table = prep.engine.row_scores(
+        prep.setup, prep.site, prep.cells, prep.positions, prep.clean_states, "prob", 1 << 30
+    )
+    ie, moved = estimate_grid(prep, "logprob")
+    restorer = _TableRestorer(table, prep.corrupt_rows, prep.corrupt_score)
+    plan = _run_policy(
+        ie, moved, restorer, budget=8, check=0.25, screen=10, screen_rows=(0, 1), rounds=1,
+        stop_below=None, total_effect=1.0, seed=0,
+    )  # fmt: skip
+    assert _cells(ad.exact) == plan.exact and _cells(ad.screened) == set(plan.screened)
+    assert _cells(ad.checked) == set(plan.sample)
+    scores = _plan_scores(ie, plan, restorer, (0, 1))
+    assert torch.allclose(scores, ad.scores, atol=1e-6, rtol=0)
+    assert restorer.n_restored / table.numel() == pytest.approx(ad.work)
+
+
+@pytest.mark.parametrize("method", ["replay", "packed"])
+@pytest.mark.parametrize("kind", ["resid", "mlp"])
+def test_cells_on_their_own_rows_equal_the_table(tiny, method, kind) -> None:
+    # Adaptive tracing restores each cell of a column on the rows it still lacks, in one
+    # engine call (cell_scores); each value equals the whole table's (row_scores).
+    from mechlin.recall.tracing import prepare_trace
+
+    prep = prepare_trace(
+        tiny, PROMPT, SUBJECT, kind=kind, answer=None, window=2, noise=2.0, n_samples=4, seed=0,
+        corrupted_prompt=None, metric="prob", positions=None, layers=None, contrast=None,
+        method=method,
+    )  # fmt: skip
+    table = prep.engine.row_scores(
+        prep.setup, prep.site, prep.cells, prep.positions, prep.clean_states, "prob", 1 << 30
+    )
+    col = len(prep.positions) - 3
+    wanted = [[0, 1, 2, 3], [2, 3], [], [1], [0, 3]]
+    n = len(prep.cells)  # a cell may come twice (on other rows)
+    cells = [prep.cells[k % n] for k in range(len(wanted))]
+    for budget in (1 << 30, 1):  # one batch; one row per batch
+        got = prep.engine.cell_scores(
+            prep.setup, prep.site, cells, prep.positions[col], wanted, prep.clean_states,
+            "prob", budget,
+        )  # fmt: skip
+        assert [len(g) for g in got] == [len(w) for w in wanted]
+        for k, (rows, values) in enumerate(zip(wanted, got, strict=True)):
+            assert torch.allclose(values, table[k % n, col, rows], atol=1e-6, rtol=0)

@@ -183,6 +183,18 @@ def test_smollm2_equals_reference(smollm2, kind, mode) -> None:
         layers=[0, 4, 13, 22, 29],
     )
     scores, p_clean, p_corrupt = _reference_for(smollm2, trace, noise_std=trace.noise_level)
-    assert torch.allclose(trace.scores, scores, atol=1e-5, rtol=0)
-    assert trace.corrupt_score == pytest.approx(p_corrupt, abs=1e-5)
-    assert trace.clean_score == pytest.approx(p_clean, abs=1e-5)
+    # The engines sum the softmax's normalizer in float64; the reference's float32 softmax is
+    # off by ~1e-5 at a probability of 0.70 (float64 agrees with the engines to 1e-9).
+    assert torch.allclose(trace.scores, scores, atol=2e-5, rtol=0)
+    assert trace.corrupt_score == pytest.approx(p_corrupt, abs=2e-5)
+    assert trace.clean_score == pytest.approx(p_clean, abs=2e-5)
+
+
+@pytest.mark.parametrize("fixture", ["tiny", "tiny_gemma", "smollm2"])
+def test_engine_readout_is_sites_unembed(fixture, request) -> None:
+    # The engines' readout skips ``sites.unembed``'s per-call checks; the logits are the same.
+    from mechlin.recall._engines import readout_logits
+
+    model = request.getfixturevalue(fixture)
+    resid = torch.randn(7, model.cfg.d_model, generator=torch.Generator().manual_seed(0)) * 5
+    assert torch.equal(readout_logits(model, resid), mechlin.unembed(model, resid))

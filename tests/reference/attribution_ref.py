@@ -41,6 +41,7 @@ def _metric(logits, metric, answer_id, contrast_id):
 
 def _g(model, corrupt, names, cache, span, noise, j, t, eps, metric, answer_id, contrast_id):
     s0, s1 = span
+    eps = torch.as_tensor(eps)
 
     def noise_hook(x, hook):
         x = x.clone()
@@ -49,14 +50,16 @@ def _g(model, corrupt, names, cache, span, noise, j, t, eps, metric, answer_id, 
 
     def move(x, hook):
         x = x.clone()
-        x[:, t] = x[:, t] + eps * (cache[names[j]][0, t] - x[:, t])
+        step = eps.reshape(-1, 1).to(x.dtype)  # a scalar, or one per corrupted row
+        x[:, t] = x[:, t] + step * (cache[names[j]][0, t] - x[:, t])
         return x
 
     hooks = [(names[j], move)]
     if noise is not None:
         hooks.append((mechlin.hook_name(model, "embed"), noise_hook))
     logits = model.run_with_hooks(corrupt, fwd_hooks=hooks)[:, -1].float()
-    return _metric(logits, metric, answer_id, contrast_id).mean()
+    per_row = _metric(logits, metric, answer_id, contrast_id)
+    return per_row if eps.ndim else per_row.mean()
 
 
 def reference_estimate(
@@ -115,3 +118,35 @@ def finite_difference(
     up = _g(*args, h, metric, answer_id, None)
     down = _g(*args, -h, metric, answer_id, None)
     return float(up - down) / (2 * h)
+
+
+def reference_logprob_estimate(model, prompt, subject, *, kind, window, answer_id, noise):
+    """``linearize="logprob"`` for the probability: per corrupted row i, d_i = the derivative
+    of log p_i along each restoration of the window (autograd with one step size per row, so
+    each row's derivative is its own), read back as exp(min(log p_i + d_i, 0)) - p_i and
+    averaged over rows."""
+    clean, span, corrupt, names, cache = _setup(model, prompt, subject, kind, None, noise)
+    n_layers, n_pos, rows = model.cfg.n_layers, clean.shape[1], corrupt.shape[0]
+    per_layer = torch.zeros(rows, n_layers, n_pos, dtype=torch.float64)
+    for j in range(n_layers):
+        for t in range(n_pos):
+            eps = torch.zeros(rows, dtype=torch.float64, requires_grad=True)
+            with torch.enable_grad():
+                g = _g(
+                    model, corrupt, names, cache, span, noise, j, t, eps, "logprob", answer_id, None
+                )
+                (d,) = torch.autograd.grad(g.sum(), eps)
+            per_layer[:, j, t] = d
+    if kind != "resid":
+        per_layer = torch.stack(
+            [
+                per_layer[:, list(window_layers(j, window, n_layers))].sum(1)
+                for j in range(n_layers)
+            ],
+            1,
+        )
+    with torch.no_grad():
+        zero = torch.zeros(rows, dtype=torch.float64)
+        logp = _g(model, corrupt, names, cache, span, noise, 0, 0, zero, "logprob", answer_id, None)
+    logp = logp.double()[:, None, None]
+    return (torch.exp((logp + per_layer).clamp(max=0)) - torch.exp(logp)).mean(0)

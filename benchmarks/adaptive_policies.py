@@ -1,0 +1,156 @@
+"""Adaptive tracing's choices, replayed on saved exact traces: recall against the work done.
+
+``benchmarks/adaptive_trace.py`` saves, per fact and kind, every cell's metric on every noise
+sample (the exact trace, before averaging) and each sample's first-order estimates. This script
+replays ``adaptive_trace``'s policy (``mechlin.recall.attribution._run_policy``, the very code
+the function runs, with a restorer that looks values up in the saved table instead of running
+the model; ``tests/recall/test_attribution.py`` checks the replay reproduces ``adaptive_trace``)
+for a grid of settings, and reports for each, per model and kind, mean over facts:
+
+  recall@10   share of the exact trace's 10 highest cells among the result's 10 highest
+  found       share of them restored exactly
+  work        share of the exact trace's (cell, noise sample) restorations done
+  cost        the same, each restoration weighted by the layers x positions the replay engine
+              runs for it (a restoration at layer l, position t reruns layers l.. at t..)
+
+No model runs here, so a grid of settings takes seconds; wall-time speed-ups are measured only
+by ``benchmarks/adaptive_trace.py`` (for its settings).
+
+Run: .venv/bin/python benchmarks/adaptive_policies.py [--data benchmarks/out/adaptive]
+     [--screens 0 0.2 0.3 0.4] [--screen-samples 1 2 3] [--budgets 0.1]
+     [--linearize metric logprob]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from mechlin.recall.attribution import (
+    _plan_scores,
+    _run_policy,
+    _TableRestorer,
+    combine_rows,
+)
+from mechlin.recall.tracing import window_layers
+
+
+def _top(scores: torch.Tensor, k: int = 10) -> set[int]:
+    return set(torch.topk(scores.reshape(-1), min(k, scores.numel())).indices.tolist())
+
+
+def _costs(kind: str, n_layers: int, n_pos: int, window: int = 10) -> torch.Tensor:
+    """Layers x positions the replay engine reruns for one restoration of each cell."""
+    join = [
+        layer + 1 if kind == "resid" else window_layers(layer, window, n_layers).start
+        for layer in range(n_layers)
+    ]
+    layers_run = torch.tensor([n_layers - j + 0.5 for j in join])  # + the readout
+    positions_run = torch.arange(n_pos, 0, -1, dtype=torch.float)
+    return layers_run[:, None] * positions_run[None, :]
+
+
+def replay(rec: dict, *, budget, check, screen, screen_samples, linearize, seed=0) -> dict:
+    table, corrupt_rows = rec["table"], rec["corrupt_rows"]
+    corrupt_score = float(rec["p_corrupt"])
+    per_row = rec["rows_logprob" if linearize == "logprob" else "rows_metric"]
+    ie = combine_rows(per_row, corrupt_rows, linearize, "prob")
+    n_rows = table.shape[2]
+    screen_rows = tuple(range(screen_samples)) if screen and screen_samples < n_rows else ()
+    restorer = _TableRestorer(table, corrupt_rows, corrupt_score)
+    plan = _run_policy(
+        ie,
+        rec["moved"],
+        restorer,
+        budget=budget,
+        check=check,
+        screen=screen,
+        screen_rows=screen_rows,
+        rounds=1,
+        stop_below=None,
+        total_effect=1.0,
+        seed=seed,
+    )
+    scores = _plan_scores(ie, plan, restorer, screen_rows)
+    exact = table.mean(-1)
+    top = _top(exact)
+    done = ~torch.isnan(restorer.values)  # (cell, cell column, noise sample) restored
+    cost = _costs(rec["kind"], *exact.shape)
+    exact_cells = {r * exact.shape[1] + c for r, c in plan.exact}
+    return {
+        "recall": len(top & _top(scores)) / len(top),
+        "found": len(top & exact_cells) / len(top),
+        "work": float(done.float().mean()),
+        "cost": float((done.float().sum(-1) * cost).sum() / (cost.sum() * n_rows)),
+    }
+
+
+def load(data: Path) -> dict[str, list[dict]]:
+    """model -> records (one per fact and kind) saved by benchmarks/adaptive_trace.py."""
+    out: dict[str, list[dict]] = {}
+    for model_dir in sorted((data / "facts").iterdir()):
+        for path in sorted(model_dir.glob("[0-9]*.pt")):
+            fact = torch.load(path, weights_only=False)
+            for kind, rec in fact["kinds"].items():
+                if "table" in rec:
+                    out.setdefault(model_dir.name, []).append(dict(rec, kind=kind))
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--data", default=str(ROOT / "benchmarks" / "out" / "adaptive"))
+    p.add_argument("--screens", nargs="+", type=float, default=[0, 0.2, 0.3, 0.4])
+    p.add_argument("--screen-samples", nargs="+", type=int, default=[1, 2, 3])
+    p.add_argument("--budgets", nargs="+", type=float, default=[0.1])
+    p.add_argument("--check", type=float, default=0.25)
+    p.add_argument("--linearize", nargs="+", default=["metric", "logprob"])
+    args = p.parse_args()
+    records = load(Path(args.data))
+    if not records:
+        raise SystemExit(f"no saved traces under {args.data}/facts: run adaptive_trace.py first")
+    print(
+        "| model | kind | facts | budget | linearize | screen | screen samples | "
+        "recall@10 | found | work | cost |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for model, recs in records.items():
+        kinds = sorted({r["kind"] for r in recs}, key=["resid", "mlp", "attn"].index)
+        for kind in kinds:
+            mine = [r for r in recs if r["kind"] == kind]
+            grid = itertools.product(
+                args.budgets, args.linearize, args.screens, args.screen_samples
+            )
+            for budget, linearize, screen, m in grid:
+                if not screen and m != args.screen_samples[0]:
+                    continue  # no screen: the number of its samples does not matter
+                got = [
+                    replay(
+                        r,
+                        budget=budget,
+                        check=args.check,
+                        screen=screen,
+                        screen_samples=m,
+                        linearize=linearize,
+                        seed=0,  # adaptive_trace's default: the same random sample
+                    )
+                    for r in mine
+                ]
+                mean = {k: statistics.fmean(g[k] for g in got) for k in got[0]}
+                print(
+                    f"| {model} | {kind} | {len(mine)} | {budget:g} | {linearize} | {screen:g} | "
+                    f"{m if screen else '-'} | {mean['recall']:.2f} | {mean['found']:.2f} | "
+                    f"{mean['work']:.1%} | {mean['cost']:.1%} |"
+                )
+
+
+if __name__ == "__main__":
+    main()
