@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mechlin.recall.attribution import (
+    _Plan,
     _plan_scores,
     _run_policy,
     _TableRestorer,
@@ -58,7 +59,10 @@ def _costs(kind: str, n_layers: int, n_pos: int, window: int = 10) -> torch.Tens
     return layers_run[:, None] * positions_run[None, :]
 
 
-def replay(rec: dict, *, budget, check, screen, screen_samples, linearize, seed=0) -> dict:
+def replay_scores(
+    rec: dict, *, budget, check, screen, screen_samples, linearize, seed=0
+) -> tuple[torch.Tensor, _Plan, _TableRestorer]:
+    """adaptive_trace's scores of one saved (fact, kind) for these settings (metric "prob")."""
     table, corrupt_rows = rec["table"], rec["corrupt_rows"]
     corrupt_score = float(rec["p_corrupt"])
     per_row = rec["rows_logprob" if linearize == "logprob" else "rows_metric"]
@@ -79,7 +83,13 @@ def replay(rec: dict, *, budget, check, screen, screen_samples, linearize, seed=
         total_effect=1.0,
         seed=seed,
     )
-    scores = _plan_scores(ie, plan, restorer, screen_rows)
+    return _plan_scores(ie, plan, restorer, screen_rows), plan, restorer
+
+
+def replay(rec: dict, **settings) -> dict:
+    scores, plan, restorer = replay_scores(rec, **settings)
+    table = rec["table"]
+    n_rows = table.shape[2]
     exact = table.mean(-1)
     top = _top(exact)
     done = ~torch.isnan(restorer.values)  # (cell, cell column, noise sample) restored

@@ -127,7 +127,7 @@ class AverageCausalEffects(Result):
         if self.method != "exact":
             lines.append(
                 f"adaptive tracing: {self.share_exact:.0%} of the cells restored exactly, the "
-                "others estimated by attribution patching"
+                "others screened on a few noise samples or estimated by attribution patching"
             )
         for kind in self.kinds:
             bucket, layer, value = self.peak(kind)
@@ -195,12 +195,19 @@ def average_causal_effects(
         out: a directory; each fact's traces are written there as they are computed, and a
             rerun with the same settings resumes (other settings in a used directory raise).
         method: ``"exact"`` restores every cell (``causal_trace``); ``"adaptive"`` traces each
-            fact with ``adaptive_trace``: an attribution-patching estimate of every cell, the
-            ``budget`` share (or number) of cells it ranks highest, and a random sample,
-            restored exactly (``mechlin.recall.attribution``).
+            fact with ``adaptive_trace``: an attribution-patching estimate of every cell, a
+            screen on 2 noise samples, the ``budget`` share (or number) of cells ranked highest
+            and a random sample restored exactly (``mechlin.recall.attribution``).
         adaptive: further options of ``adaptive_trace`` (``screen``, ``screen_samples``,
-            ``check``, ``linearize``, ``rounds``, ``stop_below``); its defaults otherwise. They
-            are part of the store's settings.
+            ``check``, ``linearize``, ``rounds``, ``stop_below``); its defaults otherwise, but
+            for ``screen``: 1.0, every cell the corruption reaches is screened (ours). An
+            average keeps the bias of whatever fills the cells not restored, and the
+            attribution estimate is biased where it fails (early MLP and attention windows at
+            the subject); a screened cell is exact on its noise samples, so its error averages
+            out over facts. On 50 known facts per bundled model this put 95-98% of the AIE
+            points inside the exact figure's 95% band, against 84-87% with the single-trace
+            screen of 0.3, for ~26% of the exact restorations instead of ~15%
+            (``benchmarks/adaptive_trace.py``). They are part of the store's settings.
         runner: where the facts are traced: ``None`` here, ``mechlin.RayRunner(...)`` on Ray
             workers (the same results; they write into the same ``out=`` store).
         Other options as in ``causal_trace``.
@@ -253,6 +260,7 @@ def average_causal_effects(
 
 
 _ADAPTIVE_OPTIONS = ("screen", "screen_samples", "check", "linearize", "rounds", "stop_below")
+SWEEP_DEFAULTS: dict[str, Any] = {"screen": 1.0}  # where a sweep's default differs (docstring)
 
 
 def _adaptive_options(given: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -265,7 +273,8 @@ def _adaptive_options(given: Mapping[str, Any] | None) -> dict[str, Any]:
             "(budget and the trace options are arguments of their own)"
         )
     defaults = inspect.signature(adaptive_trace).parameters
-    return {k: given.get(k, defaults[k].default) for k in _ADAPTIVE_OPTIONS}
+    chosen = {k: defaults[k].default for k in _ADAPTIVE_OPTIONS} | SWEEP_DEFAULTS
+    return {k: given.get(k, chosen[k]) for k in _ADAPTIVE_OPTIONS}
 
 
 def _trace_fact(model: Model, payload: dict[str, Any]) -> dict[str, Any]:

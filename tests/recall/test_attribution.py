@@ -357,6 +357,16 @@ def test_average_causal_effects_adaptive(tiny, tmp_path) -> None:
         tiny, facts, method="adaptive", budget=0.3, adaptive={"screen": 0}, **kw4
     )
     assert not torch.equal(on.aie, off.aie)
+    # A sweep screens every reachable cell unless told otherwise (an average keeps the
+    # estimate's bias); adaptive_trace's own default screen (0.3) gives another average.
+    every = mechlin.average_causal_effects(
+        tiny, facts, method="adaptive", budget=0.3, adaptive={"screen": 1.0}, **kw4
+    )
+    assert torch.equal(on.aie, every.aie)
+    single = mechlin.average_causal_effects(
+        tiny, facts, method="adaptive", budget=0.3, adaptive={"screen": 0.3}, **kw4
+    )
+    assert not torch.equal(on.aie, single.aie)
 
 
 def test_policy_replayed_on_a_table_is_adaptive_trace(tiny) -> None:

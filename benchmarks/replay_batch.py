@@ -1,0 +1,91 @@
+"""What a replayed layer costs per call and per row: why few, scattered restorations cost more.
+
+The replay engine (``mechlin.recall._replay``) runs the decoder layers from a restored cell on,
+at the positions after it, in batches of (cell, noise sample) rows. This script times one
+replay of every layer for batches of several sizes on one prompt's suffix (positions
+``--position``..), and fits time per layer call = fixed + rows x per row. On CPU the fixed part
+is mostly reading the layer's weights (a batch of a few short rows is bound by memory
+bandwidth, not by arithmetic) plus the Python of the layer call; adaptive tracing's screen,
+which restores scattered cells on 2 noise samples, pays it in many small batches.
+
+Run: .venv/bin/python benchmarks/replay_batch.py [--models gemma-3-270m smollm2-135m]
+     [--rows 2 10 40] [--position 4] [--repeats 5] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import mechlin
+from mechlin.recall._replay import Replayer
+
+PROMPT = "The Space Needle is located in the city of"
+
+
+def time_model(name: str, args: argparse.Namespace) -> list[tuple[int, float]]:
+    """(rows, best seconds per layer call) for each batch size."""
+    model = mechlin.load_model(name)
+    replayer = Replayer(model)
+    tokens = model.to_tokens(PROMPT)
+    n_pos, t = tokens.shape[1], args.position
+    if not 0 < t < n_pos:
+        raise SystemExit(f"--position {t}: pass a position in 1..{n_pos - 1} of {PROMPT!r}")
+    n_keep = max(args.rows)
+    keys, values = replayer.run(tokens.repeat(n_keep, 1))
+    kwargs = replayer.layer_kwargs(tokens, keys, values, t)
+    n_layers = len(replayer.layers)
+    out = []
+    for rows in args.rows:
+        idx = [torch.arange(rows)] * n_layers
+        hidden = torch.randn(rows, n_pos - t, int(model.cfg.d_model))
+        best = float("inf")
+        for _ in range(args.repeats + 1):  # the first call warms up
+            cache = replayer.prefix_cache(keys, values, t, idx)
+            t0 = time.perf_counter()
+            replayer.replay(0, hidden, {}, kwargs, cache)
+            best = min(best, time.perf_counter() - t0)
+        out.append((rows, best / n_layers))
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--models", nargs="+", default=["gemma-3-270m", "smollm2-135m"])
+    p.add_argument("--rows", nargs="+", type=int, default=[2, 10, 40])
+    p.add_argument("--position", type=int, default=4, help="first replayed position")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args()
+    if len(set(args.rows)) < 2:
+        raise SystemExit("--rows: pass at least two batch sizes (the fit needs them)")
+    torch.set_num_threads(args.threads)
+    torch.set_grad_enabled(False)
+    print("| model | rows | ms per layer call | ms per layer and row |")
+    print("|---|---|---|---|")
+    fits = []
+    for name in args.models:
+        got = time_model(name, args)
+        for rows, s in got:
+            print(f"| {name} | {rows} | {s * 1e3:.2f} | {s * 1e3 / rows:.2f} |")
+        x = torch.tensor([float(r) for r, _ in got])
+        y = torch.tensor([s * 1e3 for _, s in got])
+        slope = float(((x - x.mean()) * (y - y.mean())).sum() / ((x - x.mean()) ** 2).sum())
+        fits.append((name, float(y.mean() - slope * x.mean()), slope))
+    print()
+    for name, fixed, per_row in fits:
+        print(
+            f"{name}: per layer call {fixed:.2f} ms fixed + {per_row:.2f} ms per row "
+            f"(the fixed part = {fixed / per_row:.1f} rows)"
+        )
+
+
+if __name__ == "__main__":
+    main()
