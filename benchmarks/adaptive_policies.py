@@ -18,7 +18,7 @@ by ``benchmarks/adaptive_trace.py`` (for its settings).
 
 Run: .venv/bin/python benchmarks/adaptive_policies.py [--data benchmarks/out/adaptive]
      [--screens 0 0.2 0.3 0.4] [--screen-samples 1 2 3] [--budgets 0.1]
-     [--linearize metric logprob]
+     [--linearize metric logprob] [--refine none 0.7:2.0,0.35:0.7]
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def _costs(kind: str, n_layers: int, n_pos: int, window: int = 10) -> torch.Tens
 
 
 def replay_scores(
-    rec: dict, *, budget, check, screen, screen_samples, linearize, seed=0
+    rec: dict, *, budget, check, screen, screen_samples, linearize, refine=(), seed=0
 ) -> tuple[torch.Tensor, _Plan, _TableRestorer]:
     """adaptive_trace's scores of one saved (fact, kind) for these settings (metric "prob")."""
     table, corrupt_rows = rec["table"], rec["corrupt_rows"]
@@ -82,8 +82,9 @@ def replay_scores(
         stop_below=None,
         total_effect=1.0,
         seed=seed,
+        refine=refine,
     )
-    return _plan_scores(ie, plan, restorer, screen_rows), plan, restorer
+    return _plan_scores(ie, plan, restorer), plan, restorer
 
 
 def replay(rec: dict, **settings) -> dict:
@@ -115,6 +116,24 @@ def load(data: Path) -> dict[str, list[dict]]:
     return out
 
 
+def _stages(text: str) -> tuple[tuple[float, float], ...]:
+    """'none' or 'below:above,below:above,...' -> adaptive_trace's refine."""
+    if text == "none":
+        return ()
+    try:
+        return tuple(
+            (float(b), float(a)) for b, a in (stage.split(":") for stage in text.split(","))
+        )
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: pass 'none' or stages below:above separated by commas"
+        ) from None
+
+
+def _stages_text(stages: tuple[tuple[float, float], ...]) -> str:
+    return ",".join(f"{b:g}:{a:g}" for b, a in stages) or "-"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--data", default=str(ROOT / "benchmarks" / "out" / "adaptive"))
@@ -123,23 +142,31 @@ def main() -> None:
     p.add_argument("--budgets", nargs="+", type=float, default=[0.1])
     p.add_argument("--check", type=float, default=0.25)
     p.add_argument("--linearize", nargs="+", default=["metric", "logprob"])
+    p.add_argument(
+        "--refine",
+        nargs="+",
+        type=_stages,
+        default=[()],
+        help="refinement settings to try: 'none', or stages below:above separated by commas "
+        "(adaptive_trace's refine), e.g. none 0.7:2.0,0.35:0.7",
+    )
     args = p.parse_args()
     records = load(Path(args.data))
     if not records:
         raise SystemExit(f"no saved traces under {args.data}/facts: run adaptive_trace.py first")
     print(
-        "| model | kind | facts | budget | linearize | screen | screen samples | "
+        "| model | kind | facts | budget | linearize | screen | screen samples | refine | "
         "recall@10 | found | work | cost |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for model, recs in records.items():
         kinds = sorted({r["kind"] for r in recs}, key=["resid", "mlp", "attn"].index)
         for kind in kinds:
             mine = [r for r in recs if r["kind"] == kind]
             grid = itertools.product(
-                args.budgets, args.linearize, args.screens, args.screen_samples
+                args.budgets, args.linearize, args.screens, args.screen_samples, args.refine
             )
-            for budget, linearize, screen, m in grid:
+            for budget, linearize, screen, m, refine in grid:
                 if not screen and m != args.screen_samples[0]:
                     continue  # no screen: the number of its samples does not matter
                 got = [
@@ -150,6 +177,7 @@ def main() -> None:
                         screen=screen,
                         screen_samples=m,
                         linearize=linearize,
+                        refine=refine,
                         seed=0,  # adaptive_trace's default: the same random sample
                     )
                     for r in mine
@@ -157,7 +185,8 @@ def main() -> None:
                 mean = {k: statistics.fmean(g[k] for g in got) for k in got[0]}
                 print(
                     f"| {model} | {kind} | {len(mine)} | {budget:g} | {linearize} | {screen:g} | "
-                    f"{m if screen else '-'} | {mean['recall']:.2f} | {mean['found']:.2f} | "
+                    f"{m if screen else '-'} | {_stages_text(refine)} | {mean['recall']:.2f} | "
+                    f"{mean['found']:.2f} | "
                     f"{mean['work']:.1%} | {mean['cost']:.1%} |"
                 )
 

@@ -30,7 +30,8 @@ settings resumes, and --summarize-only reports on the facts saved so far (an int
 
 Run: .venv/bin/python benchmarks/adaptive_trace.py [--models smollm2-135m gemma-3-270m]
      [--n-facts 50] [--kinds resid mlp attn] [--budget 0.1] [--screen 0.3] [--screen-samples 2]
-     [--linearize metric|logprob] [--device cpu|cuda] [--dtype float32|bfloat16]
+     [--linearize metric|logprob] [--refine 0.7:2.0,0.35:0.7] [--device cpu|cuda]
+     [--dtype float32|bfloat16]
      [--rome-facts 1] [--threads 1] [--out DIR] [--summarize-only]
 """
 
@@ -58,7 +59,7 @@ from mechlin.recall.causal_effects import BUCKETS, SWEEP_DEFAULTS, _aggregate, b
 from mechlin.recall.tracing import causal_trace, embedding_std, prepare_trace
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from adaptive_policies import replay_scores
+from adaptive_policies import _stages, replay_scores
 
 
 def _sync(device: str) -> None:
@@ -95,6 +96,7 @@ def trace_fact(model, fact, args) -> dict:
         rounds=args.rounds,
         screen=args.screen,
         screen_samples=args.screen_samples,
+        refine=args.refine,
         linearize=args.linearize,
     )
     out: dict = {"subject": fact.subject, "prompt": fact.prompt, "kinds": {}}
@@ -156,6 +158,8 @@ def run_model(name: str, args: argparse.Namespace) -> dict:
         for k in ("n_samples", "device", "dtype", "budget", "check", "rounds", "screen",
                   "screen_samples", "linearize", "threads")
     }  # fmt: skip
+    if args.refine:  # (settings of runs without it stay as they were)
+        settings["refine"] = [list(stage) for stage in args.refine]
     store = Path(args.out) / "facts" / name
     store.mkdir(parents=True, exist_ok=True)
     saved = store / "settings.json"
@@ -268,6 +272,7 @@ def summarize(name, model, facts, records, n_layers, args) -> dict:
         check=args.check,
         screen=SWEEP_DEFAULTS["screen"],
         screen_samples=args.screen_samples,
+        refine=args.refine,
         linearize=args.linearize or "logprob",
     )
     sweep_work: list[float] = []
@@ -345,6 +350,7 @@ def summarize(name, model, facts, records, n_layers, args) -> dict:
         "rounds": args.rounds,
         "screen": args.screen,
         "screen_samples": args.screen_samples,
+        "refine": args.refine,
         "linearize": args.linearize,
         "per_kind": per_kind,
         "aie_points_inside_exact_95pct_band": band["trace defaults"]["strict"],
@@ -416,6 +422,12 @@ def main() -> None:
     p.add_argument("--screen", type=float, default=0.3)
     p.add_argument("--screen-samples", type=int, default=2)
     p.add_argument("--linearize", default=None, choices=["metric", "logprob"])
+    p.add_argument(
+        "--refine",
+        type=_stages,
+        default=(),
+        help="adaptive_trace's refine: 'none' or stages below:above separated by commas",
+    )
     p.add_argument("--n-samples", type=int, default=10)
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])

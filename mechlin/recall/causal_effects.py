@@ -199,12 +199,12 @@ def average_causal_effects(
             screen on 2 noise samples, the ``budget`` share (or number) of cells ranked highest
             and a random sample restored exactly (``mechlin.recall.attribution``).
         adaptive: further options of ``adaptive_trace`` (``screen``, ``screen_samples``,
-            ``check``, ``linearize``, ``rounds``, ``stop_below``); its defaults otherwise, but
-            for ``screen``: 1.0, every cell the corruption reaches is screened (ours). An
-            average keeps the bias of whatever fills the cells not restored, and the
-            attribution estimate is biased where it fails (early MLP and attention windows at
-            the subject); a screened cell is exact on its noise samples, so its error averages
-            out over facts. On 50 known facts per bundled model this put 95-98% of the AIE
+            ``refine``, ``check``, ``linearize``, ``rounds``, ``stop_below``); its defaults
+            otherwise, but for ``screen``: 1.0, every cell the corruption reaches is screened
+            (ours). An average keeps the bias of whatever fills the cells not restored, and
+            the attribution estimate is biased where it fails (early MLP and attention windows
+            at the subject); a screened cell is exact on its noise samples, so its error
+            averages out over facts. On 50 known facts per bundled model this put 95-98% of the AIE
             points inside the exact figure's 95% band, against 84-87% with the single-trace
             screen of 0.3, for ~26% of the exact restorations instead of ~15%
             (``benchmarks/adaptive_trace.py``). They are part of the store's settings.
@@ -259,7 +259,15 @@ def average_causal_effects(
     return _aggregate(model, items, records, tuple(kinds), metric, window, method)
 
 
-_ADAPTIVE_OPTIONS = ("screen", "screen_samples", "check", "linearize", "rounds", "stop_below")
+_ADAPTIVE_OPTIONS = (
+    "screen",
+    "screen_samples",
+    "refine",
+    "check",
+    "linearize",
+    "rounds",
+    "stop_below",
+)
 SWEEP_DEFAULTS: dict[str, Any] = {"screen": 1.0}  # where a sweep's default differs (docstring)
 
 

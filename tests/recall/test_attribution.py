@@ -213,6 +213,47 @@ def test_screen_ranks_by_the_screened_samples(tiny) -> None:
     assert 0 < ad.work < 1
 
 
+def test_refine_rescreens_the_cells_near_the_cut(tiny) -> None:
+    # One refinement stage: the screened cells ranked within n (= 6) of the cut are restored
+    # on the first 4 of 6 noise samples (2 more than the screen); priority and scores of those
+    # cells are their effect on the 4 samples (checked against ROME's loop on those samples).
+    kw = dict(kind="resid", n_samples=6, noise=2.0, budget=6, check=0.0, screen=14)
+    ad = adaptive_trace(tiny, PROMPT, SUBJECT, refine=((1.0, 1.0),), **kw)
+    plain = adaptive_trace(tiny, PROMPT, SUBJECT, **kw)
+    assert ad.refine == ((1.0, 1.0),) and plain.refine == ()
+    assert set(plain.samples[plain.screened & ~plain.exact].tolist()) == {2}
+    four = ad.screened & (ad.samples == 4)
+    assert int(four.sum()) > 0 and bool((ad.samples[ad.exact] == 6).all())
+    assert set(ad.samples[ad.screened & ~ad.exact].tolist()) <= {2, 4}
+    assert bool((ad.samples[~ad.screened & ~ad.exact] == 0).all())
+    noise = _noise(ad, tiny, n=6)
+    loops = {}
+    for n in (2, 4):
+        ref, _, ref_corrupt = reference_trace(
+            tiny, PROMPT, SUBJECT, kind="resid", window=10, answer_id=ad.answer_id,
+            noise=noise[:n], corrupted_prompt=None, metric="prob",
+        )  # fmt: skip
+        loops[n] = ref - ref_corrupt
+    # The policy, from the reference values: rank by the 2-sample effect (screened) or the
+    # estimate; the border is the screened cells among the first n + n = 12; they rank by
+    # their 4-sample effect; the top 6 are completed.
+    est = (ad.estimate - ad.corrupt_score).double()
+    first = torch.where(ad.screened, loops[2], est)
+    order = torch.argsort(first.reshape(-1), descending=True, stable=True)[:12].tolist()
+    border = torch.zeros_like(ad.screened)
+    for k in order:
+        r, c = divmod(k, first.shape[1])
+        border[r, c] = bool(ad.screened[r, c])
+    second = torch.where(border, loops[4], first)
+    assert _cells(ad.exact) == _top(second, 6)
+    assert torch.equal(four, border & ~ad.exact)
+    only = four & ~ad.exact
+    want = ad.corrupt_score + loops[4][only].double()
+    assert torch.allclose(ad.scores[only].double(), want, atol=1e-6)
+    assert plain.work < ad.work < 1
+    assert "refinement" in ad.summary() and "samples" in ad.to_frame()
+
+
 def _cells(mask):
     return {tuple(x) for x in torch.nonzero(mask).tolist()}
 
@@ -280,6 +321,8 @@ def test_stop_rule_ends_early(tiny) -> None:
         (dict(screen=-1), "screen=-1"),
         (dict(screen=1.5), "at most 1"),
         (dict(screen_samples=0), "screen_samples=0"),
+        (dict(refine=((-1.0, 1.0),)), ">= 0"),
+        (dict(refine=((0.5, math.inf),)), ">= 0"),
         (dict(linearize="log"), "linearize='log'"),
         (dict(linearize="logprob", metric="logit_diff", contrast=" Rome"), "logit_diff"),
     ],
@@ -397,7 +440,7 @@ def test_policy_replayed_on_a_table_is_adaptive_trace(tiny) -> None:
     )  # fmt: skip
     assert _cells(ad.exact) == plan.exact and _cells(ad.screened) == set(plan.screened)
     assert _cells(ad.checked) == set(plan.sample)
-    scores = _plan_scores(ie, plan, restorer, (0, 1))
+    scores = _plan_scores(ie, plan, restorer)
     assert torch.allclose(scores, ad.scores, atol=1e-6, rtol=0)
     assert restorer.n_restored / table.numel() == pytest.approx(ad.work)
 
