@@ -40,6 +40,7 @@ from mechlin.recall.attribution import (
     _run_policy,
     _TableRestorer,
     combine_rows,
+    default_linearize,
 )
 from mechlin.recall.tracing import window_layers
 
@@ -65,10 +66,11 @@ def replay_scores(
     """adaptive_trace's scores of one saved (fact, kind) for these settings (metric "prob")."""
     table, corrupt_rows = rec["table"], rec["corrupt_rows"]
     corrupt_score = float(rec["p_corrupt"])
-    per_row = rec["rows_logprob" if linearize == "logprob" else "rows_metric"]
-    ie = combine_rows(per_row, corrupt_rows, linearize, "prob")
     n_rows = table.shape[2]
     screen_rows = tuple(range(screen_samples)) if screen and screen_samples < n_rows else ()
+    linearize = linearize or default_linearize("prob", screen_rows)  # None: adaptive_trace's
+    per_row = rec["rows_logprob" if linearize == "logprob" else "rows_metric"]
+    ie = combine_rows(per_row, corrupt_rows, linearize, "prob")
     restorer = _TableRestorer(table, corrupt_rows, corrupt_score)
     plan = _run_policy(
         ie,

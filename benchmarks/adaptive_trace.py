@@ -249,7 +249,7 @@ def summarize(name, model, facts, records, n_layers, args) -> dict:
 
     ace_e = _aggregate(model, facts, as_records("exact"), kinds, "prob", 10)
 
-    def inside(field) -> dict:
+    def inside(field) -> tuple[dict, object]:
         """Share of (kind, bucket, layer) points inside the exact figure's 95% band; and
         inside it or within 1% of the ATE of the exact point (the figure's resolution: a
         point whose exact AIE is ~0 has a band of ~0 width)."""
@@ -261,8 +261,7 @@ def summarize(name, model, facts, records, n_layers, args) -> dict:
             "strict": (diff <= band).float().mean().item(),
             "within_1pct_ate": (diff <= floor).float().mean().item(),
             "max_diff_over_ate": (diff.max() / abs(ace_e.ate)).item(),
-            "ace": ace,
-        }
+        }, ace
 
     # The sweep (average_causal_effects(method="adaptive")) screens every reachable cell by
     # default: its scores are replayed on the saved exact tables (the policy's own code); and,
@@ -273,7 +272,7 @@ def summarize(name, model, facts, records, n_layers, args) -> dict:
         screen=SWEEP_DEFAULTS["screen"],
         screen_samples=args.screen_samples,
         refine=args.refine,
-        linearize=args.linearize or "logprob",
+        linearize=args.linearize,  # None: adaptive_trace's own choice
     )
     sweep_work: list[float] = []
 
@@ -285,15 +284,12 @@ def summarize(name, model, facts, records, n_layers, args) -> dict:
     def two_samples(k: dict) -> torch.Tensor:
         return k["table"][..., :2].mean(-1) - k["corrupt_rows"][:2].mean() + k["p_corrupt"]
 
+    (trace_band, ace_a), (sweep_band, _) = inside("adaptive"), inside(sweep_scores)
     band = {
-        "trace defaults": inside("adaptive"),
-        "sweep defaults": inside(sweep_scores),
-        "exact, 2 noise samples": inside(two_samples),
+        "trace defaults": trace_band,
+        "sweep defaults": dict(sweep_band, work=statistics.fmean(sweep_work)),
+        "exact, 2 noise samples": inside(two_samples)[0],
     }
-    band["sweep defaults"]["work"] = statistics.fmean(sweep_work)
-    ace_a = band["trace defaults"].pop("ace")
-    band["sweep defaults"].pop("ace")
-    band["exact, 2 noise samples"].pop("ace")
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     for tag, ace in (("exact", ace_e), ("adaptive", ace_a)):

@@ -239,6 +239,12 @@ def layer_estimates(
     return out, changed
 
 
+def default_linearize(metric: str, screen_rows: Sequence[int]) -> Linearize:
+    """``adaptive_trace``'s ``linearize=None``: the log-probability when a screen runs and the
+    metric is the probability, else the metric itself (see its docstring)."""
+    return "logprob" if metric == "prob" and len(screen_rows) else "metric"
+
+
 def _check_linearize(linearize: str, metric: str) -> None:
     if linearize not in ("metric", "logprob"):
         raise ArgumentError(f"linearize={linearize!r}: pass 'metric' or 'logprob'")
@@ -437,12 +443,15 @@ class _TableRestorer(_Restorer):
 @dataclass
 class _Plan:
     exact: set[tuple[int, int]]
-    screened: list[tuple[int, int]]
     sample: list[tuple[int, int]]
-    screen_rows: dict[tuple[int, int], tuple[int, ...]]  # the noise samples each was screened on
+    screen_rows: dict[tuple[int, int], tuple[int, ...]]  # each screened cell: its noise samples
     round_of: Tensor
     n_budget: int
     stopped: bool
+
+    @property
+    def screened(self) -> list[tuple[int, int]]:
+        return list(self.screen_rows)
 
 
 def _run_policy(
@@ -528,7 +537,7 @@ def _run_policy(
     sample = _stratified_sample([c for c in reachable if c not in exact], n_check, generator)
     restorer.restore(final + sample)
     exact.update(sample)
-    return _Plan(exact, screened, sample, rows_of, round_of, n_budget, stopped)
+    return _Plan(exact, sample, rows_of, round_of, n_budget, stopped)
 
 
 def _plan_scores(ie: Tensor, plan: _Plan, restorer: _Restorer) -> Tensor:
@@ -688,7 +697,7 @@ def adaptive_trace(
     )
     screen_rows = tuple(range(screen_samples)) if screen and screen_samples < prep.n_rows else ()
     if linearize is None:
-        linearize = "logprob" if metric == "prob" and screen_rows else "metric"
+        linearize = default_linearize(metric, screen_rows)
     ie, moved = estimate_grid(prep, linearize)
     restorer = _Restorer(prep, memory_budget)
     plan = _run_policy(
