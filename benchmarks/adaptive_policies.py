@@ -34,6 +34,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from mechlin.cli import parse_refine
 from mechlin.recall.attribution import (
     _Plan,
     _plan_scores,
@@ -118,20 +119,6 @@ def load(data: Path) -> dict[str, list[dict]]:
     return out
 
 
-def _stages(text: str) -> tuple[tuple[float, float], ...]:
-    """'none' or 'below:above,below:above,...' -> adaptive_trace's refine."""
-    if text == "none":
-        return ()
-    try:
-        return tuple(
-            (float(b), float(a)) for b, a in (stage.split(":") for stage in text.split(","))
-        )
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: pass 'none' or stages below:above separated by commas"
-        ) from None
-
-
 def _stages_text(stages: tuple[tuple[float, float], ...]) -> str:
     return ",".join(f"{b:g}:{a:g}" for b, a in stages) or "-"
 
@@ -147,7 +134,7 @@ def main() -> None:
     p.add_argument(
         "--refine",
         nargs="+",
-        type=_stages,
+        type=parse_refine,
         default=[()],
         help="refinement settings to try: 'none', or stages below:above separated by commas "
         "(adaptive_trace's refine), e.g. none 0.7:2.0,0.35:0.7",

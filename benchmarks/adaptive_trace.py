@@ -29,7 +29,8 @@ Each fact's traces are saved under --out/facts/<model>/ as they are done: a reru
 settings resumes, and --summarize-only reports on the facts saved so far (an interrupted run).
 
 Run: .venv/bin/python benchmarks/adaptive_trace.py [--models smollm2-135m gemma-3-270m]
-     [--n-facts 50] [--kinds resid mlp attn] [--budget 0.1] [--screen 0.3] [--screen-samples 2]
+     [--n-facts 50] [--skip-facts 0] [--kinds resid mlp attn] [--budget 0.1] [--screen 0.3]
+     [--screen-samples 2]
      [--linearize metric|logprob] [--refine 0.7:2.0,0.35:0.7] [--device cpu|cuda]
      [--dtype float32|bfloat16]
      [--rome-facts 1] [--threads 1] [--out DIR] [--summarize-only]
@@ -53,13 +54,14 @@ sys.path.insert(0, str(ROOT))
 
 import mechlin
 from mechlin import viz
+from mechlin.cli import parse_refine
 from mechlin.datasets.facts import is_known, load_known_1000, next_token_logits
 from mechlin.recall.attribution import adaptive_trace, row_estimates
 from mechlin.recall.causal_effects import BUCKETS, SWEEP_DEFAULTS, _aggregate, bucket_positions
 from mechlin.recall.tracing import causal_trace, embedding_std, prepare_trace
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from adaptive_policies import _stages, replay_scores
+from adaptive_policies import replay_scores
 
 
 def _sync(device: str) -> None:
@@ -150,7 +152,7 @@ def run_model(name: str, args: argparse.Namespace) -> dict:
     dtype = getattr(torch, args.dtype)
     model = mechlin.load_model(name, device=args.device, dtype=dtype)
     embedding_std(model)  # cached once, outside the timings
-    facts = known_facts(model, args.n_facts)
+    facts = known_facts(model, args.skip_facts + args.n_facts)[args.skip_facts :]
     n_layers = int(model.cfg.n_layers)
     # Each fact's record is saved as it is done; a rerun with the same settings resumes.
     settings = {
@@ -160,6 +162,8 @@ def run_model(name: str, args: argparse.Namespace) -> dict:
     }  # fmt: skip
     if args.refine:  # (settings of runs without it stay as they were)
         settings["refine"] = [list(stage) for stage in args.refine]
+    if args.skip_facts:
+        settings["skip_facts"] = args.skip_facts
     store = Path(args.out) / "facts" / name
     store.mkdir(parents=True, exist_ok=True)
     saved = store / "settings.json"
@@ -411,6 +415,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--models", nargs="+", default=["smollm2-135m", "gemma-3-270m"])
     p.add_argument("--n-facts", type=int, default=50)
+    p.add_argument(
+        "--skip-facts",
+        type=int,
+        default=0,
+        help="skip the first K known facts (held-out facts for settings chosen on the first ones)",
+    )
     p.add_argument("--kinds", nargs="+", default=["resid", "mlp", "attn"])
     p.add_argument("--budget", type=float, default=0.1)
     p.add_argument("--check", type=float, default=0.25)
@@ -420,7 +430,7 @@ def main() -> None:
     p.add_argument("--linearize", default=None, choices=["metric", "logprob"])
     p.add_argument(
         "--refine",
-        type=_stages,
+        type=parse_refine,
         default=(),
         help="adaptive_trace's refine: 'none' or stages below:above separated by commas",
     )

@@ -222,6 +222,8 @@ def cmd_trace(run: _Run) -> None:
     budget: float | int | None = None
     if a.budget is not None:
         budget = float(a.budget) if "." in a.budget else int(a.budget)
+    elif a.screen is not None or a.refine is not None:
+        raise ArgumentError("--screen and --refine shape adaptive tracing: pass --budget too")
     model = run.model(a.model)
     kinds: tuple[Any, ...] = ("resid", "mlp", "attn") if a.kind == "all" else (a.kind,)
     traces = {}
@@ -231,7 +233,11 @@ def cmd_trace(run: _Run) -> None:
         trace_fn: Any = causal_trace
         extra: dict[str, Any] = {}
         if budget is not None:
-            trace_fn, extra = adaptive_trace, {"budget": budget, "screen": a.screen}
+            trace_fn = adaptive_trace
+            extra = {"budget": budget}
+            for key in ("screen", "refine"):  # adaptive_trace's defaults unless given
+                if getattr(a, key) is not None:
+                    extra[key] = getattr(a, key)
         traces[kind] = trace_fn(
             model,
             a.prompt,
@@ -567,6 +573,22 @@ def _positive(text: str) -> int:
     return value
 
 
+def parse_refine(text: str) -> tuple[tuple[float, float], ...]:
+    """``--refine``: 'none' or stages 'below:above' separated by commas -> adaptive_trace's
+    ``refine`` (the shares themselves are checked by adaptive_trace)."""
+    if text.strip().lower() == "none":
+        return ()
+    try:
+        return tuple(
+            (float(b), float(a)) for b, a in (stage.split(":") for stage in text.split(","))
+        )
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: pass 'none' or stages below:above separated by commas, "
+            "e.g. 0.7:2.0,0.35:0.7"
+        ) from None
+
+
 def _nonnegative(text: str) -> int:
     value = int(text)
     if value < 0:
@@ -625,9 +647,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--screen",
         type=float,
-        default=0.3,
-        help="with --budget: share of the cells screened on 2 noise samples (0: rank by the "
-        "estimate alone)",
+        help="with --budget: share of the cells screened on 2 noise samples (default 0.3; 0: "
+        "rank by the estimate alone)",
+    )
+    t.add_argument(
+        "--refine",
+        type=parse_refine,
+        help="with --budget: re-screen the screened cells near the cut on more noise samples, "
+        "stage by stage, as below:above shares of the budget's cells separated by commas "
+        "(e.g. 0.7:2.0,0.35:0.7; default none)",
     )
 
     d = p["dissect"]

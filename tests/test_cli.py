@@ -148,6 +148,23 @@ def test_trace_with_a_budget_is_adaptive(tmp_path: Path) -> None:
     assert screened.returncode == 0, screened.stderr
     trace = mechlin.AdaptiveTrace.load(tmp_path / "screened" / "result.pt")
     assert trace.screen_samples == 2 and trace.n_screened > 0
+    assert trace.refine == () and int(trace.samples.max()) == 4
+
+
+def test_trace_refine_rescreens_near_the_cut(tmp_path: Path) -> None:
+    args = ("trace", "tiny", "Big Ben is in", "Big Ben", "--n-samples", "8", "--budget", "0.2")
+    refined = mechlin_cmd(*args, "--refine", "1:2,0.5:1", "--out", tmp_path / "r", cwd=tmp_path)
+    assert refined.returncode == 0, refined.stderr
+    trace = mechlin.AdaptiveTrace.load(tmp_path / "r" / "result.pt")
+    assert trace.refine == ((1.0, 2.0), (0.5, 1.0))
+    # some screened cell was re-screened on 4 (stage 1) or 6 (stage 2) noise samples
+    assert {4, 6} & set(trace.samples.unique().tolist())
+    bad = mechlin_cmd(*args, "--refine", "0.7-2", cwd=tmp_path)
+    assert bad.returncode == 2 and "below:above" in bad.stderr
+    negative = mechlin_cmd(*args, "--refine=-1:2", cwd=tmp_path)
+    assert negative.returncode == 2 and ">= 0" in negative.stderr
+    alone = mechlin_cmd(*args[:4], "--refine", "1:2", cwd=tmp_path)
+    assert alone.returncode == 2 and "--budget" in alone.stderr
 
 
 def test_quiet_prints_only_the_summary(tmp_path: Path) -> None:
