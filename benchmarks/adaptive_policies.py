@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from mechlin.cli import parse_refine
 from mechlin.recall.attribution import (
+    DEFAULT_REFINE,
     _Plan,
     _plan_scores,
     _run_policy,
@@ -135,7 +136,7 @@ def main() -> None:
         "--refine",
         nargs="+",
         type=parse_refine,
-        default=[()],
+        default=[DEFAULT_REFINE],
         help="refinement settings to try: 'none', or stages below:above separated by commas "
         "(adaptive_trace's refine), e.g. none 0.7:2.0,0.35:0.7",
     )

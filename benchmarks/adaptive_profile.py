@@ -6,6 +6,7 @@ For each fact and kind: the exact trace (prepare + every cell on every noise sam
   prepare   the clean run, the corrupted run and its caches (the exact trace pays it too)
   estimate  the attribution estimate: one forward and one backward of the corrupted rows
   screen    the screened cells on the screen's noise samples
+  refine    the refinement stages: screened cells near the cut on more noise samples
   ranked    the ranked cells completed on every noise sample, with the stratified random
             sample (restored in the same batches)
   other     the rest (the policy's bookkeeping, the result)
@@ -37,7 +38,7 @@ from mechlin.recall import attribution
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from adaptive_trace import known_facts
 
-STEPS = ("prepare", "estimate", "screen", "ranked", "other")
+STEPS = ("prepare", "estimate", "screen", "refine", "ranked", "other")
 
 
 def _timed(times: dict, label: str, fn):
@@ -76,7 +77,8 @@ def profile(model, fact, kind: str, n_samples: int) -> dict:
         attribution.estimate_grid,
         attribution._Restorer.restore,
     )
-    calls = iter(("screen", "ranked"))  # rounds=1: the policy restores twice
+    # rounds=1: the policy restores for the screen, each refinement stage, then the ranked cells
+    calls = iter(("screen", *["refine"] * len(attribution.DEFAULT_REFINE), "ranked"))
 
     def restore(self, cells, rows=None):
         label = next(calls, "ranked")

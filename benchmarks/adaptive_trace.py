@@ -56,7 +56,7 @@ import mechlin
 from mechlin import viz
 from mechlin.cli import parse_refine
 from mechlin.datasets.facts import is_known, load_known_1000, next_token_logits
-from mechlin.recall.attribution import adaptive_trace, row_estimates
+from mechlin.recall.attribution import DEFAULT_REFINE, adaptive_trace, row_estimates
 from mechlin.recall.causal_effects import BUCKETS, SWEEP_DEFAULTS, _aggregate, bucket_positions
 from mechlin.recall.tracing import causal_trace, embedding_std, prepare_trace
 
@@ -275,7 +275,7 @@ def summarize(name, model, facts, records, n_layers, args) -> dict:
         check=args.check,
         screen=SWEEP_DEFAULTS["screen"],
         screen_samples=args.screen_samples,
-        refine=args.refine,
+        refine=SWEEP_DEFAULTS["refine"],
         linearize=args.linearize,  # None: adaptive_trace's own choice
     )
     sweep_work: list[float] = []
@@ -290,7 +290,7 @@ def summarize(name, model, facts, records, n_layers, args) -> dict:
 
     (trace_band, ace_a), (sweep_band, _) = inside("adaptive"), inside(sweep_scores)
     band = {
-        "trace defaults": trace_band,
+        "the run's adaptive traces": trace_band,
         "sweep defaults": dict(sweep_band, work=statistics.fmean(sweep_work)),
         "exact, 2 noise samples": inside(two_samples)[0],
     }
@@ -353,7 +353,7 @@ def summarize(name, model, facts, records, n_layers, args) -> dict:
         "refine": args.refine,
         "linearize": args.linearize,
         "per_kind": per_kind,
-        "aie_points_inside_exact_95pct_band": band["trace defaults"]["strict"],
+        "aie_points_inside_exact_95pct_band": band["the run's adaptive traces"]["strict"],
         "aie_band": band,
         "rome_loop": rome,
         "estimate_error_on_check_cells": table,
@@ -431,8 +431,9 @@ def main() -> None:
     p.add_argument(
         "--refine",
         type=parse_refine,
-        default=(),
-        help="adaptive_trace's refine: 'none' or stages below:above separated by commas",
+        default=DEFAULT_REFINE,
+        help="adaptive_trace's refine: stages below:above separated by commas (default: "
+        "adaptive_trace's), or 'none' (the runs of the README's first table)",
     )
     p.add_argument("--n-samples", type=int, default=10)
     p.add_argument("--device", default="cpu")

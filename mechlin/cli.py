@@ -655,7 +655,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=parse_refine,
         help="with --budget: re-screen the screened cells near the cut on more noise samples, "
         "stage by stage, as below:above shares of the budget's cells separated by commas "
-        "(e.g. 0.7:2.0,0.35:0.7; default none)",
+        "(default 0.7:2.0,0.35:0.7; none: rank by the 2-sample screen, faster)",
     )
 
     d = p["dissect"]

@@ -16,6 +16,7 @@ import torch
 
 import mechlin
 from mechlin.cli import COMMANDS, build_parser, read_facts, read_pairs, read_records, read_texts
+from mechlin.recall.attribution import DEFAULT_REFINE
 
 FACTS = [
     {"prompt": "The capital of Italy is", "subject": "Italy"},
@@ -148,7 +149,7 @@ def test_trace_with_a_budget_is_adaptive(tmp_path: Path) -> None:
     assert screened.returncode == 0, screened.stderr
     trace = mechlin.AdaptiveTrace.load(tmp_path / "screened" / "result.pt")
     assert trace.screen_samples == 2 and trace.n_screened > 0
-    assert trace.refine == () and int(trace.samples.max()) == 4
+    assert trace.refine == DEFAULT_REFINE and int(trace.samples.max()) == 4
 
 
 def test_trace_refine_rescreens_near_the_cut(tmp_path: Path) -> None:
@@ -159,6 +160,10 @@ def test_trace_refine_rescreens_near_the_cut(tmp_path: Path) -> None:
     assert trace.refine == ((1.0, 2.0), (0.5, 1.0))
     # some screened cell was re-screened on 4 (stage 1) or 6 (stage 2) noise samples
     assert {4, 6} & set(trace.samples.unique().tolist())
+    plain = mechlin_cmd(*args, "--refine", "none", "--out", tmp_path / "n", cwd=tmp_path)
+    assert plain.returncode == 0, plain.stderr
+    trace = mechlin.AdaptiveTrace.load(tmp_path / "n" / "result.pt")
+    assert trace.refine == () and set(trace.samples.unique().tolist()) <= {0, 2, 8}
     bad = mechlin_cmd(*args, "--refine", "0.7-2", cwd=tmp_path)
     assert bad.returncode == 2 and "below:above" in bad.stderr
     negative = mechlin_cmd(*args, "--refine=-1:2", cwd=tmp_path)

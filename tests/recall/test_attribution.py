@@ -11,6 +11,7 @@ import torch
 import mechlin
 from mechlin.errors import ArgumentError
 from mechlin.recall.attribution import (
+    DEFAULT_REFINE,
     AdaptiveTrace,
     AttributionTrace,
     adaptive_trace,
@@ -192,7 +193,7 @@ def test_screen_ranks_by_the_screened_samples(tiny) -> None:
     # cells that are not restored on every sample score their partial effect. The partial
     # effects are checked against ROME's loop run on those 2 samples alone.
     kw = dict(kind="resid", n_samples=4, noise=2.0)
-    ad = adaptive_trace(tiny, PROMPT, SUBJECT, budget=6, check=0.0, screen=12, **kw)
+    ad = adaptive_trace(tiny, PROMPT, SUBJECT, budget=6, check=0.0, screen=12, refine=(), **kw)
     assert ad.n_screened == 12 and ad.screen_samples == 2 and ad.n_exact == 6
     s0 = ad.subject_span[0]
     est = ad.estimate - ad.corrupt_score
@@ -219,8 +220,9 @@ def test_refine_rescreens_the_cells_near_the_cut(tiny) -> None:
     # cells are their effect on the 4 samples (checked against ROME's loop on those samples).
     kw = dict(kind="resid", n_samples=6, noise=2.0, budget=6, check=0.0, screen=14)
     ad = adaptive_trace(tiny, PROMPT, SUBJECT, refine=((1.0, 1.0),), **kw)
-    plain = adaptive_trace(tiny, PROMPT, SUBJECT, **kw)
+    plain = adaptive_trace(tiny, PROMPT, SUBJECT, refine=(), **kw)
     assert ad.refine == ((1.0, 1.0),) and plain.refine == ()
+    assert adaptive_trace(tiny, PROMPT, SUBJECT, **kw).refine == DEFAULT_REFINE
     assert set(plain.samples[plain.screened & ~plain.exact].tolist()) == {2}
     four = ad.screened & (ad.samples == 4)
     assert int(four.sum()) > 0 and bool((ad.samples[ad.exact] == 6).all())
@@ -436,9 +438,14 @@ def test_policy_replayed_on_a_table_is_adaptive_trace(tiny) -> None:
     restorer = _TableRestorer(table, prep.corrupt_rows, prep.corrupt_score)
     plan = _run_policy(
         ie, moved, restorer, budget=8, check=0.25, screen=10, screen_rows=(0, 1), rounds=1,
-        stop_below=None, total_effect=1.0, seed=0,
+        stop_below=None, total_effect=1.0, seed=0, refine=DEFAULT_REFINE,
     )  # fmt: skip
     assert _cells(ad.exact) == plan.exact and _cells(ad.screened) == set(plan.screened)
+    only_screened = _cells(ad.screened & ~ad.exact)
+    assert {c: len(plan.screen_rows[c]) for c in only_screened} == {
+        c: int(ad.samples[c]) for c in only_screened
+    }
+    assert {len(plan.screen_rows[c]) for c in only_screened} == {2, 4}  # the refinement ran
     assert _cells(ad.checked) == set(plan.sample)
     scores = _plan_scores(ie, plan, restorer)
     assert torch.allclose(scores, ad.scores, atol=1e-6, rtol=0)
