@@ -425,8 +425,11 @@ def test_policy_replayed_on_a_table_is_adaptive_trace(tiny) -> None:
     )
     from mechlin.recall.tracing import prepare_trace
 
+    # screen=9: the tenth cell's estimate is 0 (the last layer at an earlier position), tied
+    # with many; its screened value is 0 or -5e-10 by the batch's rounding, which can move it
+    # across the refinement's border among the ties.
     kw = dict(kind="resid", n_samples=4, noise=2.0)
-    ad = adaptive_trace(tiny, PROMPT, SUBJECT, budget=8, screen=10, **kw)
+    ad = adaptive_trace(tiny, PROMPT, SUBJECT, budget=8, screen=9, **kw)
     prep = prepare_trace(
         tiny, PROMPT, SUBJECT, answer=None, window=10, seed=0, corrupted_prompt=None,
         metric="prob", positions=None, layers=None, contrast=None, method="auto", **kw,
@@ -437,7 +440,7 @@ def test_policy_replayed_on_a_table_is_adaptive_trace(tiny) -> None:
     ie, moved = estimate_grid(prep, "logprob")
     restorer = _TableRestorer(table, prep.corrupt_rows, prep.corrupt_score)
     plan = _run_policy(
-        ie, moved, restorer, budget=8, check=0.25, screen=10, screen_rows=(0, 1), rounds=1,
+        ie, moved, restorer, budget=8, check=0.25, screen=9, screen_rows=(0, 1), rounds=1,
         stop_below=None, total_effect=1.0, seed=0, refine=DEFAULT_REFINE,
     )  # fmt: skip
     assert _cells(ad.exact) == plan.exact and _cells(ad.screened) == set(plan.screened)
