@@ -589,7 +589,7 @@ def _spearman(a: Tensor, b: Tensor) -> float | None:
 
 
 # adaptive_trace's refinement stages (ours): chosen on the first 50 known facts of known_1000 per
-# bundled model, held out on the next 20-22 (README status).
+# bundled model, held out on the next 25 (README status).
 DEFAULT_REFINE: tuple[tuple[float, float], ...] = ((0.7, 2.0), (0.35, 0.7))
 
 
@@ -655,7 +655,7 @@ def adaptive_trace(
             the first k x ``screen_samples`` noise samples; their priority becomes the effect
             on those samples. Ours: ``((0.7, 2.0), (0.35, 0.7))`` (``DEFAULT_REFINE``): on
             known facts of both bundled models it lifts recall@10 of the MLP windows from
-            0.81-0.93 to 0.91-0.96 for ~3% more of the exact work, and costs ~20% of the
+            0.81-0.93 to 0.90-0.96 for ~3% more of the exact work, and costs ~20% of the
             wall-time speed-up (small batches); ``()`` turns it off
             (``benchmarks/adaptive_policies.py --refine``).
         linearize: how the estimate linearises (``estimate_grid``). ``None``: ``"logprob"``
