@@ -77,11 +77,16 @@ def profile(model, fact, kind: str, n_samples: int) -> dict:
         attribution.estimate_grid,
         attribution._Restorer.restore,
     )
-    # rounds=1: the policy restores for the screen, each refinement stage, then the ranked cells
-    calls = iter(("screen", *["refine"] * len(attribution.DEFAULT_REFINE), "ranked"))
+    # The policy restores the screen on some noise samples first, then each refinement stage on
+    # more of them, then the ranked cells (and the random sample) on every sample (rows=None).
+    seen_screen = []
 
     def restore(self, cells, rows=None):
-        label = next(calls, "ranked")
+        if rows is None:
+            label = "ranked"
+        else:
+            label = "refine" if seen_screen else "screen"
+            seen_screen.append(True)
         before = self.n_restored
         _timed(times, label, originals[2])(self, cells, rows)
         counts[label] += self.n_restored - before

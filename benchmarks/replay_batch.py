@@ -6,7 +6,11 @@ replay of every layer for batches of several sizes on one prompt's suffix (posit
 ``--position``..), and fits time per layer call = fixed + rows x per row. On CPU the fixed part
 is mostly reading the layer's weights (a batch of a few short rows is bound by memory
 bandwidth, not by arithmetic) plus the Python of the layer call; adaptive tracing's screen,
-which restores scattered cells on 2 noise samples, pays it in many small batches.
+which restores scattered cells on 2 noise samples, pays it in many small batches. It also times
+the readout of the same rows (final norm, unembedding, the probability's normaliser:
+``mechlin.recall._engines.trace_metric``), whose fixed part is reading the unembedding (671 MB
+for gemma-3's 262k tokens): why ``ReplayEngine.cell_scores`` replays positions together and
+reads all its batches out at once.
 
 Run: .venv/bin/python benchmarks/replay_batch.py [--models gemma-3-270m smollm2-135m]
      [--rows 2 10 40] [--position 4] [--repeats 5] [--threads 1]
@@ -25,13 +29,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import mechlin
+from mechlin.recall._engines import TraceSetup, trace_metric
 from mechlin.recall._replay import Replayer
 
 PROMPT = "The Space Needle is located in the city of"
 
 
-def time_model(name: str, args: argparse.Namespace) -> list[tuple[int, float]]:
-    """(rows, best seconds per layer call) for each batch size."""
+def time_model(name: str, args: argparse.Namespace) -> list[tuple[int, float, float]]:
+    """(rows, best seconds per layer call, best seconds per readout) for each batch size."""
     model = mechlin.load_model(name)
     replayer = Replayer(model)
     tokens = model.to_tokens(PROMPT)
@@ -52,8 +57,23 @@ def time_model(name: str, args: argparse.Namespace) -> list[tuple[int, float]]:
             t0 = time.perf_counter()
             replayer.replay(0, hidden, {}, kwargs, cache)
             best = min(best, time.perf_counter() - t0)
-        out.append((rows, best / n_layers))
+        final = torch.randn(rows, int(model.cfg.d_model))
+        setup = TraceSetup(tokens, tokens, None, (0, 1), int(tokens[0, -1]), None)
+        readout = float("inf")
+        for _ in range(args.repeats + 1):
+            t0 = time.perf_counter()
+            trace_metric(model, final, setup, "prob")
+            readout = min(readout, time.perf_counter() - t0)
+        out.append((rows, best / n_layers, readout))
     return out
+
+
+def _fit(points: list[tuple[int, float]]) -> tuple[float, float]:
+    """Least squares: time = fixed + rows x per row."""
+    x = torch.tensor([float(r) for r, _ in points])
+    y = torch.tensor([v for _, v in points])
+    slope = float(((x - x.mean()) * (y - y.mean())).sum() / ((x - x.mean()) ** 2).sum())
+    return float(y.mean() - slope * x.mean()), slope
 
 
 def main() -> None:
@@ -68,22 +88,22 @@ def main() -> None:
         raise SystemExit("--rows: pass at least two batch sizes (the fit needs them)")
     torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)
-    print("| model | rows | ms per layer call | ms per layer and row |")
-    print("|---|---|---|---|")
+    print("| model | rows | ms per layer call | ms per layer and row | ms per readout |")
+    print("|---|---|---|---|---|")
     fits = []
     for name in args.models:
         got = time_model(name, args)
-        for rows, s in got:
-            print(f"| {name} | {rows} | {s * 1e3:.2f} | {s * 1e3 / rows:.2f} |")
-        x = torch.tensor([float(r) for r, _ in got])
-        y = torch.tensor([s * 1e3 for _, s in got])
-        slope = float(((x - x.mean()) * (y - y.mean())).sum() / ((x - x.mean()) ** 2).sum())
-        fits.append((name, float(y.mean() - slope * x.mean()), slope))
+        for rows, s, r in got:
+            print(f"| {name} | {rows} | {s * 1e3:.2f} | {s * 1e3 / rows:.2f} | {r * 1e3:.1f} |")
+        layer = _fit([(rows, s * 1e3) for rows, s, _ in got])
+        readout = _fit([(rows, r * 1e3) for rows, _, r in got])
+        fits.append((name, layer, readout))
     print()
-    for name, fixed, per_row in fits:
+    for name, (fixed, per_row), (r_fixed, r_row) in fits:
         print(
             f"{name}: per layer call {fixed:.2f} ms fixed + {per_row:.2f} ms per row "
-            f"(the fixed part = {fixed / per_row:.1f} rows)"
+            f"(the fixed part = {fixed / per_row:.1f} rows); per readout {r_fixed:.1f} ms fixed "
+            f"+ {r_row:.2f} ms per row"
         )
 
 

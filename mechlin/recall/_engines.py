@@ -3,12 +3,14 @@
 ``ReplayEngine``: per position t, one pass over the layers in which every cell's rows join the
 batch at the first layer their restoration can change, run only at positions t.. (keys and
 values of earlier positions come from the cached corrupted run); the last position alone is
-unembedded. ``PackedEngine``: many (cell, noise sample) rows per full forward pass, for models
-whose layers cannot be replayed.
+unembedded. For scattered cells (adaptive tracing) it replays several positions in one pass
+where that is cheaper (``merge_positions``). ``PackedEngine``: many (cell, noise sample) rows per
+full forward pass, for models whose layers cannot be replayed.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -46,7 +48,9 @@ def readout_logits(model: Model, final_resid: Float[Tensor, "rows d_model"]) -> 
     if getattr(model.cfg, "normalization_type", None) is None or norm is None:
         return sites.unembed(model, final_resid)
     hidden = norm(final_resid.unsqueeze(0)).squeeze(0)
-    logits = hidden.to(model.W_U.dtype) @ model.W_U + model.b_U
+    logits = hidden.to(model.W_U.dtype) @ model.W_U
+    if bool(model.b_U.any()):  # adding a zero bias changes nothing but costs a pass over the
+        logits = logits + model.b_U  # logits (262k columns per row for gemma-3)
     transform = getattr(getattr(model, "adapter", None), "apply_output_logits_transform", None)
     return transform(logits) if callable(transform) else logits
 
@@ -80,6 +84,9 @@ class TraceEngine(Protocol):
 
     ``row_scores`` gives each cell's metric per corrupted row (noise sample), for all rows or
     for the given subset of them; a cell's score is the mean over all rows (``scores``).
+    ``cell_scores`` gives scattered cells (``cells[k]`` at ``positions[k]``) on their own rows
+    (``cell_rows[k]``): adaptive tracing completes some cells on the rows its screen left and
+    restores others on all.
     """
 
     def corrupted_final(self, setup: TraceSetup) -> Float[Tensor, "rows d_model"]: ...
@@ -101,7 +108,7 @@ class TraceEngine(Protocol):
         setup: TraceSetup,
         site: sites.LayerSite,
         cells: Sequence[tuple[int, range]],
-        position: int,
+        positions: Sequence[int],
         cell_rows: Sequence[Sequence[int]],
         clean_states: Float[Tensor, "n_layers pos d_model"],
         metric: Metric,
@@ -145,6 +152,13 @@ def _chunks(n_groups: int, rows_per_group: int, rows_per_chunk: int) -> list[ran
 
 class ReplayEngine:
     """Rerun only the layers and positions a restoration can change (``mechlin.recall._replay``)."""
+
+    # The fixed price of one layer call, in rows at one position through one layer:
+    # ``benchmarks/replay_batch.py`` measures ~4-8 ms fixed and ~0.09-0.16 ms per row and
+    # position on CPU (smollm2-135m, gemma-3-270m, 1 thread; two runs), i.e. 40-85; ours, the
+    # lower end. A GPU's fixed price (kernel launches) is relatively higher: merging more would
+    # pay there. The readout is not in it: ``cell_scores`` reads all its batches out at once.
+    call_cost: float = 40.0
 
     def __init__(self, model: Model) -> None:
         self.model = model
@@ -206,6 +220,7 @@ class ReplayEngine:
                     cell_ids,
                     join_at,
                     t,
+                    dict.fromkeys(cell_ids, t),
                     clean_states,
                     kwargs,
                     dict.fromkeys(cell_ids, samples),
@@ -220,39 +235,72 @@ class ReplayEngine:
         setup: TraceSetup,
         site: sites.LayerSite,
         cells: Sequence[tuple[int, range]],
-        position: int,
+        positions: Sequence[int],
         cell_rows: Sequence[Sequence[int]],
         clean_states: Tensor,
         metric: Metric,
         budget: int,
     ) -> list[Tensor]:
-        """Each cell's metric at one position on its own rows (``cell_rows[k]`` for
-        ``cells[k]``), in as few batches as ``row_scores`` would use for as many rows: adaptive
-        tracing completes some cells on the rows its screen left and restores others on all."""
-        t, n_pos = position, setup.corrupt.shape[1]
+        """Each cell's metric at its position on its own rows (see ``TraceEngine``).
+
+        A few scattered rows per position would each pay a whole pass over the layers, which
+        on small batches costs mostly the fixed price of a layer call. So positions are grouped
+        (``merge_positions``): a group replays from its first position t0, and a cell at a later
+        position p rides along with positions t0..p-1 left at their corrupted states (a
+        restoration at p cannot change earlier positions of a causal model), trading
+        (p - t0) more positions per row for fewer layer calls. Within a group, rows are batched
+        as ``row_scores`` batches them, up to the memory budget.
+        """
+        n_pos = setup.corrupt.shape[1]
         resid = site == "resid_post"
         join_at = [c[0] + 1 if resid else c[1].start for c in cells]
-        order = sorted((i for i in range(len(cells)) if cell_rows[i]), key=lambda i: join_at[i])
-        kwargs = self._layer_kwargs(setup, t)
-        per_chunk = _rows_per_chunk(self.model, n_pos - t, n_pos, t, budget)
+        todo = [i for i in range(len(cells)) if cell_rows[i]]
+        work: dict[int, int] = {}  # per position: the row-layers to replay
+        for i in todo:
+            p = positions[i]
+            work[p] = work.get(p, 0) + len(cell_rows[i]) * (self.n_layers - join_at[i])
+        layer_calls = self.n_layers - min((join_at[i] for i in todo), default=self.n_layers)
         out = [torch.empty(len(r)) for r in cell_rows]
-        chunk: list[int] = []
-        for k, i in enumerate(order):
-            chunk.append(i)
-            size = sum(len(cell_rows[c]) for c in chunk)
-            nxt = order[k + 1] if k + 1 < len(order) else None
-            if nxt is not None and size + len(cell_rows[nxt]) <= per_chunk:
-                continue
-            samples = {c: _selected_rows(setup, cell_rows[c]) for c in chunk}
-            final = self._run_chunk(
-                setup, site, cells, chunk, join_at, t, clean_states, kwargs, samples
-            )
-            values = trace_metric(self.model, final, setup, metric).float().cpu()
-            start = 0
-            for c in chunk:
-                out[c] = values[start : start + len(cell_rows[c])]
-                start += len(cell_rows[c])
-            chunk = []
+        finals: list[Tensor] = []  # each batch's last-position states, rows of ``done`` in turn
+        done: list[int] = []
+        for group in merge_positions(work, n_pos, layer_calls, self.call_cost):
+            t = group[0]
+            members = set(group)
+            order = sorted((i for i in todo if positions[i] in members), key=lambda i: join_at[i])
+            kwargs = self._layer_kwargs(setup, t)
+            per_chunk = _rows_per_chunk(self.model, n_pos - t, n_pos, t, budget)
+            chunk: list[int] = []
+            for k, i in enumerate(order):
+                chunk.append(i)
+                size = sum(len(cell_rows[c]) for c in chunk)
+                nxt = order[k + 1] if k + 1 < len(order) else None
+                if nxt is not None and size + len(cell_rows[nxt]) <= per_chunk:
+                    continue
+                samples = {c: _selected_rows(setup, cell_rows[c]) for c in chunk}
+                pos_of = {c: positions[c] for c in chunk}
+                finals.append(
+                    self._run_chunk(
+                        setup, site, cells, chunk, join_at, t, pos_of, clean_states, kwargs, samples
+                    )
+                )
+                done.extend(chunk)
+                chunk = []
+        if not done:
+            return out
+        # One readout for all batches: the unembedding's fixed price (reading its weights: 671 MB
+        # for gemma-3's 262k tokens) is paid once, not per batch.
+        final = torch.cat(finals)
+        per_readout = max(1, budget // (16 * int(self.model.cfg.d_vocab)))
+        values = torch.cat(
+            [
+                trace_metric(self.model, final[i : i + per_readout], setup, metric).float().cpu()
+                for i in range(0, len(final), per_readout)
+            ]
+        )
+        start = 0
+        for c in done:
+            out[c] = values[start : start + len(cell_rows[c])]
+            start += len(cell_rows[c])
         return out
 
     def _layer_kwargs(self, setup: TraceSetup, t: int) -> Sequence[dict[str, Any]]:
@@ -268,12 +316,13 @@ class ReplayEngine:
         cell_ids: list[int],
         join_at: list[int],
         t: int,
+        pos_of: dict[int, int],  # each cell's position (>= t)
         clean_states: Tensor,
         kwargs: Sequence[dict[str, Any]],
         cell_samples: dict[int, Tensor],  # each cell's corrupted rows (noise samples)
     ) -> Tensor:
-        """Restore ``cell_ids`` (in join order) at position t; one final state per row, the
-        rows of each cell in turn."""
+        """Restore ``cell_ids`` (in join order), each at its position, replaying positions
+        t..; one final state per row, the rows of each cell in turn."""
         model, n = self.model, self.n_layers
         device = setup.corrupt.device
         samples = {i: cell_samples[i].to(device) for i in cell_ids}
@@ -282,7 +331,7 @@ class ReplayEngine:
             layer, restored = cells[i]
             if site == "resid_post":
                 hidden = self.resid_post[layer][samples[i], t:]  # a copy (advanced indexing)
-                hidden[:, 0] = clean_states[layer, t]
+                hidden[:, pos_of[i] - t] = clean_states[layer, pos_of[i]]
             else:
                 hidden = self.resid_pre[restored.start][samples[i], t:]
             joins.setdefault(join_at[i], []).append(hidden)
@@ -307,26 +356,58 @@ class ReplayEngine:
                 spans[i] = (offset, offset + len(samples[i]))
                 offset += len(samples[i])
             for j in range(start, n):
-                rows = [torch.arange(*spans[i]) for i in cell_ids if j in cells[i][1]]
-                if rows:
-                    hooks.append(
-                        (
-                            sites.hook_name(model, site, j),
-                            _restore_hook(torch.cat(rows), clean_states[j, t]),
-                        )
-                    )
+                here = [i for i in cell_ids if j in cells[i][1]]  # the cells restoring layer j
+                if here:
+                    rows = torch.cat([torch.arange(*spans[i]) for i in here])
+                    at = torch.cat([torch.full((len(samples[i]),), pos_of[i]) for i in here])
+                    hook = _restore_hook(rows, at - t, clean_states[j][at.to(clean_states.device)])
+                    hooks.append((sites.hook_name(model, site, j), hook))
         first = joined.pop(start)
         final = self.replayer.replay(start, first, joined, kwargs, cache, hooks)
         return final[:, -1]
 
 
-def _restore_hook(rows: Tensor, clean: Tensor) -> Callable[..., Tensor]:
+def _restore_hook(rows: Tensor, offsets: Tensor, clean: Tensor) -> Callable[..., Tensor]:
+    """Set each row's state at its offset (into the replayed positions) to its clean state."""
+
     def hook(act: Tensor, hook: Any) -> Tensor:
         act = act.clone()
-        act[rows.to(act.device), 0] = clean.to(act.dtype)
+        act[rows.to(act.device), offsets.to(act.device)] = clean.to(act.dtype)
         return act
 
     return hook
+
+
+def merge_positions(
+    work: dict[int, int], n_pos: int, layer_calls: int, call_cost: float
+) -> list[list[int]]:
+    """Group positions into replays that minimise the modelled time (for ``cell_scores``).
+
+    ``work[p]`` is the row-layers to replay for the cells at position p. A replay from position
+    t0 costs ``call_cost`` for each of its ``layer_calls`` layer calls (in units of one row at
+    one position through one layer) plus, for each row and layer, the positions t0..n_pos-1.
+    (Every replay is charged the same layer calls: the most any replay of the call makes.) A
+    position is then best off in the group of the nearest position before it or in a group of
+    its own, so the best grouping is a partition of the sorted positions into runs: found by
+    dynamic programming.
+    """
+    ps = sorted(work)
+    best = [0.0] * (len(ps) + 1)  # best[k]: the cheapest grouping of ps[:k]
+    cut = [0] * (len(ps) + 1)
+    for k in range(1, len(ps) + 1):
+        best[k] = math.inf
+        rows = 0
+        for j in range(k - 1, -1, -1):  # the last group is ps[j:k], replayed from ps[j]
+            rows += work[ps[j]]
+            cost = best[j] + call_cost * layer_calls + rows * (n_pos - ps[j])
+            if cost < best[k]:
+                best[k], cut[k] = cost, j
+    groups: list[list[int]] = []
+    k = len(ps)
+    while k:
+        groups.append(ps[cut[k] : k])
+        k = cut[k]
+    return groups[::-1]
 
 
 class PackedEngine:
@@ -395,19 +476,20 @@ class PackedEngine:
         setup: TraceSetup,
         site: sites.LayerSite,
         cells: Sequence[tuple[int, range]],
-        position: int,
+        positions: Sequence[int],
         cell_rows: Sequence[Sequence[int]],
         clean_states: Tensor,
         metric: Metric,
         budget: int,
     ) -> list[Tensor]:
-        """Each cell's metric at one position on its own rows (cells sharing rows together)."""
+        """Each cell's metric at its position on its own rows (cells sharing a position and
+        rows together)."""
         out = [torch.empty(len(r)) for r in cell_rows]
-        groups: dict[tuple[int, ...], list[int]] = {}
+        groups: dict[tuple[int, tuple[int, ...]], list[int]] = {}
         for i, rows in enumerate(cell_rows):
             if rows:
-                groups.setdefault(tuple(rows), []).append(i)
-        for rows, ids in groups.items():
+                groups.setdefault((positions[i], tuple(rows)), []).append(i)
+        for (position, rows), ids in groups.items():
             got = self.row_scores(
                 setup, site, [cells[i] for i in ids], [position], clean_states, metric, budget, rows
             )

@@ -386,27 +386,28 @@ class _Restorer:
         """Restore the given cells on ``rows`` (default: every row), skipping rows done."""
         prep = self.prep
         wanted = list(range(self.values.shape[2]) if rows is None else rows)
-        # One engine call per column: each cell on the rows it still lacks.
-        columns: dict[int, list[tuple[int, list[int]]]] = {}
-        for r, c in cells:
+        # One engine call: each cell on the rows it still lacks (the engine groups positions).
+        todo: list[tuple[int, int, list[int]]] = []
+        for r, c in sorted(cells, key=lambda cell: (cell[1], cell[0])):
             done = ~torch.isnan(self.values[r, c])
             missing = [i for i in wanted if not done[i]]
             if missing:
-                columns.setdefault(c, []).append((r, missing))
-        for col, todo in sorted(columns.items()):
-            got = prep.engine.cell_scores(
-                prep.setup,
-                prep.site,
-                [prep.cells[r] for r, _ in todo],
-                prep.positions[col],
-                [missing for _, missing in todo],
-                prep.clean_states,
-                prep.metric,  # type: ignore[arg-type]
-                self.memory_budget,
-            )
-            for (r, missing), values in zip(todo, got, strict=True):
-                self.values[r, col, missing] = values
-                self.n_restored += len(missing)
+                todo.append((r, c, missing))
+        if not todo:
+            return
+        got = prep.engine.cell_scores(
+            prep.setup,
+            prep.site,
+            [prep.cells[r] for r, _, _ in todo],
+            [prep.positions[c] for _, c, _ in todo],
+            [missing for _, _, missing in todo],
+            prep.clean_states,
+            prep.metric,  # type: ignore[arg-type]
+            self.memory_budget,
+        )
+        for (r, c, missing), values in zip(todo, got, strict=True):
+            self.values[r, c, missing] = values
+            self.n_restored += len(missing)
 
     def exact_ie(self, cell: tuple[int, int]) -> float:
         """The exact indirect effect of a cell restored on every row."""

@@ -10,6 +10,7 @@ import torch
 
 import mechlin
 from mechlin.errors import ArgumentError
+from mechlin.recall._engines import ReplayEngine, merge_positions
 from mechlin.recall.attribution import (
     DEFAULT_REFINE,
     AdaptiveTrace,
@@ -173,12 +174,18 @@ def test_adaptive_exact_cells_match_the_exact_trace_on_smollm2(smollm2) -> None:
     assert torch.allclose(adaptive.scores[mask], exact.scores[mask], atol=2e-6, rtol=0)
 
 
-def test_whole_budget_is_the_exact_trace(tiny) -> None:
+def test_whole_budget_is_the_exact_trace(tiny, monkeypatch) -> None:
     kw = dict(kind="resid", n_samples=3, noise=2.0)
     exact = causal_trace(tiny, PROMPT, SUBJECT, **kw)
     full = adaptive_trace(tiny, PROMPT, SUBJECT, budget=1.0, check=0.0, screen=0, **kw)
-    assert bool(full.exact.all()) and torch.equal(full.scores, exact.scores)
-    assert full.work == 1.0
+    assert bool(full.exact.all()) and full.work == 1.0
+    # The tiny model's layer calls are so cheap that its positions are replayed together (from
+    # the first one; see cell_scores): other batch shapes, so equal to float32 rounding. With
+    # every position replayed on its own, the batches are the exact trace's: bit for bit.
+    assert torch.allclose(full.scores, exact.scores, atol=1e-6, rtol=0)
+    monkeypatch.setattr(ReplayEngine, "call_cost", 0.0)
+    alone = adaptive_trace(tiny, PROMPT, SUBJECT, budget=1.0, check=0.0, screen=0, **kw)
+    assert torch.equal(alone.scores, exact.scores)
     # With a screen the rows of a cell are computed in two batches (the screen's, the rest):
     # equal to float32 rounding.
     screened = adaptive_trace(tiny, PROMPT, SUBJECT, budget=1.0, check=0.0, screen=0.5, **kw)
@@ -455,6 +462,69 @@ def test_policy_replayed_on_a_table_is_adaptive_trace(tiny) -> None:
     assert restorer.n_restored / table.numel() == pytest.approx(ad.work)
 
 
+@pytest.mark.parametrize("call_cost", [0.0, 40.0, 1e9])  # alone; the default; all together
+@pytest.mark.parametrize("kind", ["resid", "mlp", "attn"])
+def test_scattered_cells_equal_the_table(tiny, kind, call_cost) -> None:
+    # Cells at several positions in one engine call: the replay engine groups positions into
+    # replays from the group's first position; each value equals the whole table's.
+    from mechlin.recall.tracing import prepare_trace
+
+    prep = prepare_trace(
+        tiny, PROMPT, SUBJECT, kind=kind, answer=None, window=2, noise=2.0, n_samples=4, seed=0,
+        corrupted_prompt=None, metric="prob", positions=None, layers=None, contrast=None,
+        method="replay",
+    )  # fmt: skip
+    prep.engine.call_cost = call_cost
+    table = prep.engine.row_scores(
+        prep.setup, prep.site, prep.cells, prep.positions, prep.clean_states, "prob", 1 << 30
+    )
+    n, m = len(prep.cells), len(prep.positions)
+    picks = [(0, m - 1), (n - 1, 0), (1, 3), (2, 3), (0, 5), (n - 1, m - 2), (1, 5), (0, 3)]
+    wanted = [[0, 1, 2, 3], [2, 3], [1], [], [0, 3], [3], [0, 1, 2, 3], [2]]
+    for budget in (1 << 30, 1):  # one batch per group; one row per batch
+        got = prep.engine.cell_scores(
+            prep.setup, prep.site, [prep.cells[r] for r, _ in picks],
+            [prep.positions[c] for _, c in picks], wanted, prep.clean_states, "prob", budget,
+        )  # fmt: skip
+        assert [len(g) for g in got] == [len(w) for w in wanted]
+        for (r, c), rows, values in zip(picks, wanted, got, strict=True):
+            assert torch.allclose(values, table[r, c, rows], atol=1e-6, rtol=0)
+
+
+def _partitions(items: list[int]):
+    if not items:
+        yield []
+        return
+    head, rest = items[0], items[1:]
+    for part in _partitions(rest):
+        for k in range(len(part)):
+            yield [*part[:k], [head, *part[k]], *part[k + 1 :]]
+        yield [[head], *part]
+
+
+def test_merged_positions_are_the_cheapest_grouping() -> None:
+    # merge_positions only considers runs of consecutive positions; brute force over every
+    # set partition shows no other grouping is cheaper under the same cost model.
+    gen = torch.Generator().manual_seed(0)
+    n_pos, layer_calls = 12, 6
+    for trial in range(40):
+        ps = sorted(torch.randperm(n_pos, generator=gen)[: 1 + trial % 6].tolist())
+        work = {p: int(torch.randint(0, 60, (1,), generator=gen)) for p in ps}
+        call_cost = [0.0, 5.0, 40.0, 1e4][trial % 4]
+
+        def cost(groups, work=work, call_cost=call_cost) -> float:
+            return sum(
+                call_cost * layer_calls + sum(work[p] for p in g) * (n_pos - min(g)) for g in groups
+            )
+
+        got = merge_positions(work, n_pos, layer_calls, call_cost)
+        assert [p for g in got for p in g] == ps  # runs of the sorted positions, in order
+        assert cost(got) == pytest.approx(min(cost(g) for g in _partitions(ps)))
+    assert merge_positions({1: 5, 4: 5}, n_pos, layer_calls, 0.0) == [[1], [4]]
+    assert merge_positions({1: 5, 4: 5}, n_pos, layer_calls, 1e4) == [[1, 4]]
+    assert merge_positions({}, n_pos, layer_calls, 40.0) == []
+
+
 @pytest.mark.parametrize("method", ["replay", "packed"])
 @pytest.mark.parametrize("kind", ["resid", "mlp"])
 def test_cells_on_their_own_rows_equal_the_table(tiny, method, kind) -> None:
@@ -476,8 +546,8 @@ def test_cells_on_their_own_rows_equal_the_table(tiny, method, kind) -> None:
     cells = [prep.cells[k % n] for k in range(len(wanted))]
     for budget in (1 << 30, 1):  # one batch; one row per batch
         got = prep.engine.cell_scores(
-            prep.setup, prep.site, cells, prep.positions[col], wanted, prep.clean_states,
-            "prob", budget,
+            prep.setup, prep.site, cells, [prep.positions[col]] * len(cells), wanted,
+            prep.clean_states, "prob", budget,
         )  # fmt: skip
         assert [len(g) for g in got] == [len(w) for w in wanted]
         for k, (rows, values) in enumerate(zip(wanted, got, strict=True)):

@@ -198,3 +198,17 @@ def test_engine_readout_is_sites_unembed(fixture, request) -> None:
     model = request.getfixturevalue(fixture)
     resid = torch.randn(7, model.cfg.d_model, generator=torch.Generator().manual_seed(0)) * 5
     assert torch.equal(readout_logits(model, resid), mechlin.unembed(model, resid))
+
+
+def test_engine_readout_adds_a_nonzero_unembedding_bias(tiny, monkeypatch) -> None:
+    # The bundled and tiny models have a zero b_U, which the readout skips; a model with a bias
+    # gets it added, as sites.unembed does.
+    from mechlin.recall._engines import readout_logits
+
+    bias = torch.randn(tiny.cfg.d_vocab, generator=torch.Generator().manual_seed(1))
+    monkeypatch.setattr(type(tiny), "b_U", property(lambda self: bias))
+    resid = torch.randn(5, tiny.cfg.d_model, generator=torch.Generator().manual_seed(0))
+    got = readout_logits(tiny, resid)
+    assert torch.equal(got, mechlin.unembed(tiny, resid))
+    monkeypatch.undo()
+    assert torch.allclose(got - readout_logits(tiny, resid), bias.expand(5, -1), atol=1e-5)
