@@ -79,14 +79,12 @@ def profile(model, fact, kind: str, n_samples: int) -> dict:
     )
     # The policy restores the screen on some noise samples first, then each refinement stage on
     # more of them, then the ranked cells (and the random sample) on every sample (rows=None).
-    seen_screen = []
 
     def restore(self, cells, rows=None):
         if rows is None:
             label = "ranked"
         else:
-            label = "refine" if seen_screen else "screen"
-            seen_screen.append(True)
+            label = "refine" if "screen" in counts else "screen"
         before = self.n_restored
         _timed(times, label, originals[2])(self, cells, rows)
         counts[label] += self.n_restored - before

@@ -656,8 +656,8 @@ def adaptive_trace(
             the first k x ``screen_samples`` noise samples; their priority becomes the effect
             on those samples. Ours: ``((0.7, 2.0), (0.35, 0.7))`` (``DEFAULT_REFINE``): on
             known facts of both bundled models it lifts recall@10 of the MLP windows from
-            0.81-0.93 to 0.90-0.96 for ~3% more of the exact work, and costs ~20% of the
-            wall-time speed-up (small batches); ``()`` turns it off
+            0.81-0.93 to 0.90-0.96 for ~3% more of the exact work, at a cost in wall time
+            (its re-screens are small batches; README status); ``()`` turns it off
             (``benchmarks/adaptive_policies.py --refine``).
         linearize: how the estimate linearises (``estimate_grid``). ``None``: ``"logprob"``
             when a screen runs and ``metric="prob"`` (on known facts of both bundled models it

@@ -179,9 +179,10 @@ def test_whole_budget_is_the_exact_trace(tiny, monkeypatch) -> None:
     exact = causal_trace(tiny, PROMPT, SUBJECT, **kw)
     full = adaptive_trace(tiny, PROMPT, SUBJECT, budget=1.0, check=0.0, screen=0, **kw)
     assert bool(full.exact.all()) and full.work == 1.0
-    # The tiny model's layer calls are so cheap that its positions are replayed together (from
-    # the first one; see cell_scores): other batch shapes, so equal to float32 rounding. With
-    # every position replayed on its own, the batches are the exact trace's: bit for bit.
+    # The tiny model has so few rows per position that the cost model replays its positions
+    # together (from the first one; see cell_scores): other batch shapes, so equal to float32
+    # rounding. With every position replayed on its own, the batches are the exact trace's:
+    # bit for bit.
     assert torch.allclose(full.scores, exact.scores, atol=1e-6, rtol=0)
     monkeypatch.setattr(ReplayEngine, "call_cost", 0.0)
     alone = adaptive_trace(tiny, PROMPT, SUBJECT, budget=1.0, check=0.0, screen=0, **kw)
@@ -464,7 +465,7 @@ def test_policy_replayed_on_a_table_is_adaptive_trace(tiny) -> None:
 
 @pytest.mark.parametrize("call_cost", [0.0, 40.0, 1e9])  # alone; the default; all together
 @pytest.mark.parametrize("kind", ["resid", "mlp", "attn"])
-def test_scattered_cells_equal_the_table(tiny, kind, call_cost) -> None:
+def test_scattered_cells_equal_the_table(tiny, kind, call_cost, monkeypatch) -> None:
     # Cells at several positions in one engine call: the replay engine groups positions into
     # replays from the group's first position; each value equals the whole table's.
     from mechlin.recall.tracing import prepare_trace
@@ -478,6 +479,14 @@ def test_scattered_cells_equal_the_table(tiny, kind, call_cost) -> None:
     table = prep.engine.row_scores(
         prep.setup, prep.site, prep.cells, prep.positions, prep.clean_states, "prob", 1 << 30
     )
+    starts: list[int] = []  # the first replayed position of each batch
+    run_chunk = prep.engine._run_chunk
+
+    def spy(*args, **kwargs):
+        starts.append(args[5])  # t
+        return run_chunk(*args, **kwargs)
+
+    monkeypatch.setattr(prep.engine, "_run_chunk", spy)
     n, m = len(prep.cells), len(prep.positions)
     picks = [(0, m - 1), (n - 1, 0), (1, 3), (2, 3), (0, 5), (n - 1, m - 2), (1, 5), (0, 3)]
     wanted = [[0, 1, 2, 3], [2, 3], [1], [], [0, 3], [3], [0, 1, 2, 3], [2]]
@@ -489,6 +498,12 @@ def test_scattered_cells_equal_the_table(tiny, kind, call_cost) -> None:
         assert [len(g) for g in got] == [len(w) for w in wanted]
         for (r, c), rows, values in zip(picks, wanted, got, strict=True):
             assert torch.allclose(values, table[r, c, rows], atol=1e-6, rtol=0)
+    # the groupings asked for ran: each position alone; every batch from the first position
+    at = {prep.positions[c] for (_, c), rows in zip(picks, wanted, strict=True) if rows}
+    if call_cost == 0.0:
+        assert set(starts) == at
+    if call_cost == 1e9:
+        assert set(starts) == {min(at)}
 
 
 def _partitions(items: list[int]):
