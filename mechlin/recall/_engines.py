@@ -203,6 +203,8 @@ class ReplayEngine:
         n_rows = len(samples)
         n_pos = setup.corrupt.shape[1]
         out = torch.empty(len(cells), len(positions), n_rows)
+        finals: list[Tensor] = []  # each batch's last-position states
+        placed: list[tuple[list[int], int]] = []  # each batch's cells and column
         # Rows join at the first layer their restoration can change: after the restored hidden
         # state (resid), or at the window's first sublayer (mlp / attn).
         resid = site == "resid_post"
@@ -225,8 +227,18 @@ class ReplayEngine:
                     kwargs,
                     dict.fromkeys(cell_ids, samples),
                 )
-                values = trace_metric(model, final, setup, metric).reshape(len(cell_ids), n_rows)
-                out[cell_ids, col] = values.float().cpu()
+                finals.append(final)
+                placed.append((cell_ids, col))
+        # One readout for all columns, in the chunks ``cell_scores`` reads in: the same rows
+        # read out in the same batches round the same way (CPU matrix kernels round a row
+        # differently in batches of other sizes), so an adaptive trace's exact cells can equal
+        # these bit for bit.
+        values = self._read_out(finals, setup, metric, budget)
+        start = 0
+        for cell_ids, col in placed:
+            size = len(cell_ids) * n_rows
+            out[cell_ids, col] = values[start : start + size].reshape(len(cell_ids), n_rows)
+            start += size
         return out
 
     @torch.no_grad()
@@ -287,21 +299,27 @@ class ReplayEngine:
                 chunk = []
         if not done:
             return out
-        # One readout for all batches: the unembedding's fixed price (reading its weights: 671 MB
-        # for gemma-3's 262k tokens) is paid once, not per batch.
-        final = torch.cat(finals)
-        per_readout = max(1, budget // (16 * int(self.model.cfg.d_vocab)))
-        values = torch.cat(
-            [
-                trace_metric(self.model, final[i : i + per_readout], setup, metric).float().cpu()
-                for i in range(0, len(final), per_readout)
-            ]
-        )
+        values = self._read_out(finals, setup, metric, budget)
         start = 0
         for c in done:
             out[c] = values[start : start + len(cell_rows[c])]
             start += len(cell_rows[c])
         return out
+
+    def _read_out(
+        self, finals: list[Tensor], setup: TraceSetup, metric: Metric, budget: int
+    ) -> Tensor:
+        """The metric of every batch's last-position states, read out together: the
+        unembedding's fixed price (reading its weights: 671 MB for gemma-3's 262k tokens) is
+        paid once per memory-budget chunk of rows, not once per batch."""
+        final = torch.cat(finals)
+        per_readout = max(1, budget // (16 * int(self.model.cfg.d_vocab)))
+        return torch.cat(
+            [
+                trace_metric(self.model, final[i : i + per_readout], setup, metric).float().cpu()
+                for i in range(0, len(final), per_readout)
+            ]
+        )
 
     def _layer_kwargs(self, setup: TraceSetup, t: int) -> Sequence[dict[str, Any]]:
         if t not in self._kwargs:  # adaptive tracing comes back to a position

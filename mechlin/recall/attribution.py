@@ -212,8 +212,10 @@ def layer_estimates(
     One forward of the corrupted rows (with their noise) and one backward of the summed metric
     (rows are independent, so each row gets its own gradient); the estimate for row i is
     (clean - corrupted_i) . gradient_i of the trace's metric, or of the answer's log-probability
-    with ``linearize="logprob"``. Also returns where the clean and corrupted states differ at
-    all (elsewhere a restoration changes nothing: its indirect effect is 0).
+    with ``linearize="logprob"``. Also returns where a restoration can change the metric at
+    all: the clean and corrupted states differ, and the state reaches the last position (the
+    last layer's states at earlier positions feed nothing the metric reads). Elsewhere the
+    indirect effect is 0 by construction.
     """
     model, setup = prep.model, prep.setup
     n_layers = int(model.cfg.n_layers)
@@ -236,6 +238,7 @@ def layer_estimates(
         changed[j] = (delta != 0).any(-1).any(0).cpu()
         if grad is not None:  # None: the site does not reach the metric
             out[:, j] = (delta.float() * grad.float()).sum(-1).cpu()
+    changed[n_layers - 1, :-1] = False  # read by no later layer, and not the last position
     return out, changed
 
 
@@ -512,7 +515,8 @@ def _run_policy(
         if want <= 0:
             break
         open_cells = [c for c in ranked if c not in exact]
-        open_cells.sort(key=lambda c: -float(priority[c]))  # stable: ties keep the estimate order
+        # Stable: ties keep the estimate order; cells the corruption cannot move come last.
+        open_cells.sort(key=lambda c: (not bool(moved[c]), -float(priority[c])))
         batch = open_cells[:want]
         exact.update(batch)
         for r, c in batch:
@@ -533,9 +537,14 @@ def _run_policy(
         ):
             stopped = len(exact) < n_top
             break
-    # The random sample: from the reachable cells not restored exactly.
+    # The random sample: from the reachable cells not restored exactly (a budget larger than
+    # those is filled up with the others, in the estimate's order: a whole budget is the
+    # whole grid).
     generator = torch.Generator().manual_seed(seed)
     sample = _stratified_sample([c for c in reachable if c not in exact], n_check, generator)
+    if len(sample) < n_check:
+        taken = exact | set(sample)
+        sample += [c for c in ranked if c not in taken][: n_check - len(sample)]
     restorer.restore(final + sample)
     exact.update(sample)
     return _Plan(exact, sample, rows_of, round_of, n_budget, stopped)

@@ -207,6 +207,7 @@ def test_screen_ranks_by_the_screened_samples(tiny) -> None:
     est = ad.estimate - ad.corrupt_score
     reachable = est.clone()
     reachable[:, :s0] = -math.inf
+    reachable[-1, :-1] = -math.inf  # the last layer's states before the last token: read by none
     # (ties: cells of the last layer other than the last token have estimate 0)
     assert float(est[ad.screened].min()) >= float(reachable[~ad.screened].max())
     ref, _, ref_corrupt = reference_trace(
@@ -567,3 +568,24 @@ def test_cells_on_their_own_rows_equal_the_table(tiny, method, kind) -> None:
         assert [len(g) for g in got] == [len(w) for w in wanted]
         for k, (rows, values) in enumerate(zip(wanted, got, strict=True)):
             assert torch.allclose(values, table[k % n, col, rows], atol=1e-6, rtol=0)
+
+
+def test_cells_that_cannot_move_the_metric_are_not_restored(tiny) -> None:
+    # The last layer's state before the last token feeds nothing the metric reads, and states
+    # before the subject are not corrupted: their exact effect is 0 (to the readout's rounding).
+    # The adaptive trace spends none of its screen, ranking or random sample on them while
+    # other cells remain, and scores them as the corrupted run.
+    kw = dict(kind="resid", n_samples=4, noise=2.0)
+    exact = causal_trace(tiny, PROMPT, SUBJECT, **kw)
+    s0 = exact.subject_span[0]
+    still = torch.zeros_like(exact.scores, dtype=torch.bool)
+    still[-1, :-1] = True
+    still[:, :s0] = True
+    assert torch.allclose(exact.scores[still], torch.tensor(exact.corrupt_score), atol=1e-7, rtol=0)
+    n_moving = int((~still).sum())
+    ad = adaptive_trace(tiny, PROMPT, SUBJECT, budget=n_moving, screen=1.0, **kw)
+    assert ad.n_screened == n_moving and not bool((ad.screened & still).any())
+    assert bool(ad.exact[~still].all()) and not bool(ad.exact[still].any())
+    assert bool((ad.scores[still] == ad.corrupt_score).all())
+    # A budget beyond them is the whole grid.
+    assert bool(adaptive_trace(tiny, PROMPT, SUBJECT, budget=1.0, **kw).exact.all())

@@ -181,6 +181,7 @@ def test_smollm2_equals_reference(smollm2, kind, mode) -> None:
         kind=kind,
         corrupted_prompt=corrupted if mode == "prompt" else None,
         layers=[0, 4, 13, 22, 29],
+        n_samples=3,  # the reference loop runs a forward pass per cell and sample
     )
     scores, p_clean, p_corrupt = _reference_for(smollm2, trace, noise_std=trace.noise_level)
     # The engines sum the softmax's normalizer in float64; the reference's float32 softmax is
