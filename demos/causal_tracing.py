@@ -31,9 +31,13 @@ parser.add_argument("--models", nargs="+", default=["smollm2-135m", "gemma-3-270
 parser.add_argument("--n-facts", type=int, default=4, help="known facts to trace per model")
 parser.add_argument("--n-samples", type=int, default=10, help="noise samples (ROME: 10)")
 parser.add_argument("--out", type=Path, default=Path("demos/out/causal_tracing"))
+parser.add_argument(
+    "--check-facts", type=int, default=None,
+    help="check only the first N facts of known_1000 for knowledge (default: all 1209)",
+)  # fmt: skip
 args = parser.parse_args([] if "ipykernel" in sys.modules else None)
 
-facts = load_known_1000()
+facts = load_known_1000()[: args.check_facts]
 sections = []
 for name in args.models:
     # %% Which facts does the model know?

@@ -25,8 +25,10 @@ echo "== demos"
 out=$(mktemp -d)
 python demos/dissect_factual_recall.py --model smollm2-135m --n-facts 12 --out "$out/dissect.html"
 python demos/first_look.py --out "$out/first_look.html"
-# Causal tracing at CI size (the demo's default traces 4 facts per model with 10 samples).
-python demos/causal_tracing.py --models smollm2-135m --n-facts 1 --n-samples 2 --out "$out/ct"
+# Causal tracing at CI size (the demo's default checks all 1209 facts of known_1000 for
+# knowledge and traces 4 known facts per model with 10 samples).
+python demos/causal_tracing.py --models smollm2-135m --check-facts 40 --n-facts 1 --n-samples 2 \
+    --out "$out/ct"
 # Sparse probing and concept directions at CI size (defaults: both models, full datasets).
 python demos/sparse_probing.py --models smollm2-135m --n-per-language 12 --n-per-class 12 \
     --bigrams 2 --features language compound --ablation-texts 4 --methods-k 3 \

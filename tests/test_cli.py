@@ -1,9 +1,13 @@
-"""The ``mechlin`` command, driven in a subprocess: every subcommand on a tiny model, the error
-paths with their exit codes, and two commands on SmolLM2-135M."""
+"""The ``mechlin`` command: every subcommand on a tiny model, the error paths with their exit
+codes, and two commands on SmolLM2-135M. Most run ``mechlin.cli.main`` in this process (a
+second Python would spend ~6 s importing torch and transformers per command); ``python -m
+mechlin``, the installed script and an unexpected failure run in a subprocess."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
 import math
 import os
@@ -15,7 +19,15 @@ import pytest
 import torch
 
 import mechlin
-from mechlin.cli import COMMANDS, build_parser, read_facts, read_pairs, read_records, read_texts
+from mechlin.cli import (
+    COMMANDS,
+    build_parser,
+    main,
+    read_facts,
+    read_pairs,
+    read_records,
+    read_texts,
+)
 from mechlin.recall.attribution import DEFAULT_REFINE
 
 FACTS = [
@@ -35,6 +47,23 @@ PAIRS = [
 
 
 def mechlin_cmd(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``mechlin ARGS`` in this process, in ``cwd``: its exit status and what it printed."""
+    out, err = io.StringIO(), io.StringIO()
+    here = Path.cwd()
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main([str(a) for a in args])
+            except SystemExit as done:  # argparse: --help, bad arguments
+                code = done.code if isinstance(done.code, int) else int(done.code is not None)
+    finally:
+        os.chdir(here)
+    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
+
+
+def mechlin_process(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``python -m mechlin ARGS`` in a subprocess."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "MPLBACKEND": "Agg"}
     env.setdefault("OMP_NUM_THREADS", "1")
     return subprocess.run(
@@ -91,11 +120,16 @@ def test_help_lists_every_command_and_each_has_examples(capsys: pytest.CaptureFi
 
 
 def test_bad_arguments_exit_2_with_usage(tmp_path: Path) -> None:
-    done = mechlin_cmd("trace", "tiny", "Big Ben is in", "Big Ben", "--kind", "nope", cwd=tmp_path)
+    # In a subprocess: ``python -m mechlin`` passes main's status to the shell.
+    args = ("trace", "tiny", "Big Ben is in", "Big Ben", "--kind", "nope")
+    done = mechlin_process(*args, cwd=tmp_path)
     assert done.returncode == 2
     assert "invalid choice: 'nope'" in done.stderr and "Traceback" not in done.stderr
+    assert "usage: mechlin trace" in done.stderr
     done = mechlin_cmd("frobnicate", cwd=tmp_path)
     assert done.returncode == 2 and "Traceback" not in done.stderr
+    subject = mechlin_process("trace", "tiny", "Big Ben is in", "Eiffel", "--quiet", cwd=tmp_path)
+    assert subject.returncode == 2 and "does not occur" in subject.stderr
 
 
 # ---------------------------------------------------------------- every command on tiny models
