@@ -10,7 +10,9 @@ which restores scattered cells on 2 noise samples, pays it in many small batches
 the readout of the same rows (final norm, unembedding, the probability's normaliser:
 ``mechlin.recall._engines.trace_metric``), whose fixed part is reading the unembedding (671 MB
 for gemma-3's 262k tokens): why ``ReplayEngine.cell_scores`` replays positions together and
-reads all its batches out at once.
+reads all its batches out at once. And it times the same replays through the HF decoder layers
+without the bridge's wrappers and hook points (the same states, checked bit for bit): what the
+bridge's Python adds to a layer call.
 
 Run: .venv/bin/python benchmarks/replay_batch.py [--models gemma-3-270m smollm2-135m]
      [--rows 2 10 40] [--position 4] [--repeats 5] [--threads 1]
@@ -19,11 +21,13 @@ Run: .venv/bin/python benchmarks/replay_batch.py [--models gemma-3-270m smollm2-
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 import time
 from pathlib import Path
 
 import torch
+from transformer_lens.hook_points import HookPoint
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -35,8 +39,32 @@ from mechlin.recall._replay import Replayer
 PROMPT = "The Space Needle is located in the city of"
 
 
-def time_model(name: str, args: argparse.Namespace) -> list[tuple[int, float, float]]:
-    """(rows, best seconds per layer call, best seconds per readout) for each batch size."""
+def bare_layer(module: torch.nn.Module) -> torch.nn.Module:
+    """A decoder layer without the bridge's wrappers and hook points (shallow copies sharing the
+    weights): what the bridge's Python costs per layer call, from the same computation."""
+    while hasattr(module, "_original_component"):
+        module = module._original_component
+    bare = copy.copy(module)
+    bare._modules = {
+        k: bare_layer(v) for k, v in module._modules.items() if not isinstance(v, HookPoint)
+    }
+    return bare
+
+
+def _best(replayer: Replayer, layers: list, hidden, kwargs, cache_of, repeats: int):
+    """Best seconds of one replay through ``layers``, and its output."""
+    replayer.layers, best = layers, float("inf")
+    for _ in range(repeats + 1):  # the first call warms up
+        cache = cache_of()
+        t0 = time.perf_counter()
+        out = replayer.replay(0, hidden, {}, kwargs, cache)
+        best = min(best, time.perf_counter() - t0)
+    return best, out
+
+
+def time_model(name: str, args: argparse.Namespace) -> list[tuple[int, float, float, float]]:
+    """(rows, best seconds per layer call, the same through the bare HF layers, best seconds
+    per readout) for each batch size."""
     model = mechlin.load_model(name)
     replayer = Replayer(model)
     tokens = model.to_tokens(PROMPT)
@@ -47,16 +75,21 @@ def time_model(name: str, args: argparse.Namespace) -> list[tuple[int, float, fl
     keys, values = replayer.run(tokens.repeat(n_keep, 1))
     kwargs = replayer.layer_kwargs(tokens, keys, values, t)
     n_layers = len(replayer.layers)
+    bridged = replayer.layers
+    bare = [bare_layer(layer) for layer in bridged]
     out = []
     for rows in args.rows:
         idx = [torch.arange(rows)] * n_layers
         hidden = torch.randn(rows, n_pos - t, int(model.cfg.d_model))
-        best = float("inf")
-        for _ in range(args.repeats + 1):  # the first call warms up
-            cache = replayer.prefix_cache(keys, values, t, idx)
-            t0 = time.perf_counter()
-            replayer.replay(0, hidden, {}, kwargs, cache)
-            best = min(best, time.perf_counter() - t0)
+
+        def cache_of(idx=idx):
+            return replayer.prefix_cache(keys, values, t, idx)
+
+        best, states = _best(replayer, bridged, hidden, kwargs, cache_of, args.repeats)
+        best_bare, states_bare = _best(replayer, bare, hidden, kwargs, cache_of, args.repeats)
+        replayer.layers = bridged
+        if not torch.equal(states, states_bare):
+            raise SystemExit(f"{name}: the bare layers compute other states than the bridge's")
         final = torch.randn(rows, int(model.cfg.d_model))
         setup = TraceSetup(tokens, tokens, None, (0, 1), int(tokens[0, -1]), None)
         readout = float("inf")
@@ -64,7 +97,7 @@ def time_model(name: str, args: argparse.Namespace) -> list[tuple[int, float, fl
             t0 = time.perf_counter()
             trace_metric(model, final, setup, "prob")
             readout = min(readout, time.perf_counter() - t0)
-        out.append((rows, best / n_layers, readout))
+        out.append((rows, best / n_layers, best_bare / n_layers, readout))
     return out
 
 
@@ -88,22 +121,30 @@ def main() -> None:
         raise SystemExit("--rows: pass at least two batch sizes (the fit needs them)")
     torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)
-    print("| model | rows | ms per layer call | ms per layer and row | ms per readout |")
-    print("|---|---|---|---|---|")
+    print(
+        "| model | rows | ms per layer call | ms per layer and row | ms per layer call, "
+        "bare HF layers | ms per readout |"
+    )
+    print("|---|---|---|---|---|---|")
     fits = []
     for name in args.models:
         got = time_model(name, args)
-        for rows, s, r in got:
-            print(f"| {name} | {rows} | {s * 1e3:.2f} | {s * 1e3 / rows:.2f} | {r * 1e3:.1f} |")
-        layer = _fit([(rows, s * 1e3) for rows, s, _ in got])
-        readout = _fit([(rows, r * 1e3) for rows, _, r in got])
-        fits.append((name, layer, readout))
+        for rows, s, b, r in got:
+            print(
+                f"| {name} | {rows} | {s * 1e3:.2f} | {s * 1e3 / rows:.2f} | {b * 1e3:.2f} "
+                f"| {r * 1e3:.1f} |"
+            )
+        layer = _fit([(rows, s * 1e3) for rows, s, _, _ in got])
+        bare = _fit([(rows, b * 1e3) for rows, _, b, _ in got])
+        readout = _fit([(rows, r * 1e3) for rows, _, _, r in got])
+        fits.append((name, layer, bare, readout))
     print()
-    for name, (fixed, per_row), (r_fixed, r_row) in fits:
+    for name, (fixed, per_row), (b_fixed, b_row), (r_fixed, r_row) in fits:
         print(
             f"{name}: per layer call {fixed:.2f} ms fixed + {per_row:.2f} ms per row "
-            f"(the fixed part = {fixed / per_row:.1f} rows); per readout {r_fixed:.1f} ms fixed "
-            f"+ {r_row:.2f} ms per row"
+            f"(the fixed part = {fixed / per_row:.1f} rows); through the bare HF layers "
+            f"{b_fixed:.2f} ms + {b_row:.2f} ms per row (same states, bit for bit); per readout "
+            f"{r_fixed:.1f} ms fixed + {r_row:.2f} ms per row"
         )
 
 
