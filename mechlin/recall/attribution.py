@@ -537,16 +537,15 @@ def _run_policy(
         ):
             stopped = len(exact) < n_top
             break
-    # The random sample: from the reachable cells not restored exactly (a budget larger than
-    # those is filled up with the others, in the estimate's order: a whole budget is the
-    # whole grid).
+    # The random sample: from the reachable cells not restored exactly. A budget larger than
+    # those is filled up with the others (a whole budget is the whole grid); they are restored
+    # but not drawn, so they do not enter the estimate's measured error.
     generator = torch.Generator().manual_seed(seed)
     sample = _stratified_sample([c for c in reachable if c not in exact], n_check, generator)
-    if len(sample) < n_check:
-        taken = exact | set(sample)
-        sample += [c for c in ranked if c not in taken][: n_check - len(sample)]
-    restorer.restore(final + sample)
-    exact.update(sample)
+    taken = exact | set(sample)
+    filler = [c for c in ranked if c not in taken][: n_check - len(sample)]
+    restorer.restore(final + sample + filler)
+    exact.update(sample + filler)
     return _Plan(exact, sample, rows_of, round_of, n_budget, stopped)
 
 
