@@ -18,7 +18,7 @@ by ``benchmarks/adaptive_trace.py`` (for its settings).
 
 Run: .venv/bin/python benchmarks/adaptive_policies.py [--data benchmarks/out/adaptive]
      [--screens 0 0.2 0.3 0.4] [--screen-samples 1 2 3] [--budgets 0.1]
-     [--linearize metric logprob] [--refine none 0.7:2.0,0.35:0.7]
+     [--linearize metric logprob] [--refine kind none 0.5:1.0 0.7:2.0,0.35:0.7]
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from mechlin.cli import parse_refine
 from mechlin.recall.attribution import (
-    DEFAULT_REFINE,
+    SCREEN_DEFAULTS,
     _Plan,
     _plan_scores,
     _run_policy,
@@ -135,10 +135,11 @@ def main() -> None:
     p.add_argument(
         "--refine",
         nargs="+",
-        type=parse_refine,
-        default=[DEFAULT_REFINE],
-        help="refinement settings to try: 'none', or stages below:above separated by commas "
-        "(adaptive_trace's refine), e.g. none 0.7:2.0,0.35:0.7",
+        type=lambda text: None if text == "kind" else parse_refine(text),
+        default=[None],
+        help="refinement settings to try: 'kind' (adaptive_trace's default for the kind, "
+        "SCREEN_DEFAULTS), 'none', or stages below:above separated by commas (adaptive_trace's "
+        "refine), e.g. none 0.5:1.0 0.7:2.0,0.35:0.7",
     )
     args = p.parse_args()
     records = load(Path(args.data))
@@ -157,6 +158,8 @@ def main() -> None:
                 args.budgets, args.linearize, args.screens, args.screen_samples, args.refine
             )
             for budget, linearize, screen, m, refine in grid:
+                if refine is None:
+                    refine = SCREEN_DEFAULTS[kind][1]
                 if not screen and m != args.screen_samples[0]:
                     continue  # no screen: the number of its samples does not matter
                 got = [

@@ -30,8 +30,8 @@ settings resumes, and --summarize-only reports on the facts saved so far (an int
 
 Run: .venv/bin/python benchmarks/adaptive_trace.py [--models smollm2-135m gemma-3-270m]
      [--n-facts 50] [--skip-facts 0] [--kinds resid mlp attn] [--budget 0.1] [--screen 0.3]
-     [--screen-samples 2]
-     [--linearize metric|logprob] [--refine 0.7:2.0,0.35:0.7] [--device cpu|cuda]
+     [--screen-samples N]
+     [--linearize metric|logprob] [--refine 0.5:1.0] [--device cpu|cuda]
      [--dtype float32|bfloat16]
      [--rome-facts 1] [--threads 1] [--out DIR] [--summarize-only]
 """
@@ -56,7 +56,7 @@ import mechlin
 from mechlin import viz
 from mechlin.cli import parse_refine
 from mechlin.datasets.facts import is_known, load_known_1000, next_token_logits
-from mechlin.recall.attribution import DEFAULT_REFINE, adaptive_trace, row_estimates
+from mechlin.recall.attribution import adaptive_trace, row_estimates
 from mechlin.recall.causal_effects import BUCKETS, SWEEP_DEFAULTS, _aggregate, bucket_positions
 from mechlin.recall.tracing import causal_trace, embedding_std, prepare_trace
 
@@ -160,7 +160,9 @@ def run_model(name: str, args: argparse.Namespace) -> dict:
         for k in ("n_samples", "device", "dtype", "budget", "check", "rounds", "screen",
                   "screen_samples", "linearize", "threads")
     }  # fmt: skip
-    if args.refine:  # (settings of runs without it stay as they were)
+    if args.refine is None:
+        settings["refine"] = "by kind"  # adaptive_trace's SCREEN_DEFAULTS
+    elif args.refine:  # (settings of runs without it stay as they were)
         settings["refine"] = [list(stage) for stage in args.refine]
     if args.skip_facts:
         settings["skip_facts"] = args.skip_facts
@@ -274,7 +276,7 @@ def summarize(name, model, facts, records, n_layers, args) -> dict:
         budget=args.budget,
         check=args.check,
         screen=SWEEP_DEFAULTS["screen"],
-        screen_samples=args.screen_samples,
+        screen_samples=args.screen_samples or SWEEP_DEFAULTS["screen_samples"],
         refine=SWEEP_DEFAULTS["refine"],
         linearize=args.linearize,  # None: adaptive_trace's own choice
     )
@@ -426,14 +428,18 @@ def main() -> None:
     p.add_argument("--check", type=float, default=0.25)
     p.add_argument("--rounds", type=int, default=1)
     p.add_argument("--screen", type=float, default=0.3)
-    p.add_argument("--screen-samples", type=int, default=2)
+    p.add_argument(
+        "--screen-samples",
+        type=int,
+        help="noise samples of the screen (default: adaptive_trace's by kind, SCREEN_DEFAULTS)",
+    )
     p.add_argument("--linearize", default=None, choices=["metric", "logprob"])
     p.add_argument(
         "--refine",
         type=parse_refine,
-        default=DEFAULT_REFINE,
         help="adaptive_trace's refine: stages below:above separated by commas (default: "
-        "adaptive_trace's), or 'none' (the runs of the README's first table)",
+        "adaptive_trace's by kind, SCREEN_DEFAULTS), or 'none' (the runs of the README's first "
+        "table)",
     )
     p.add_argument("--n-samples", type=int, default=10)
     p.add_argument("--device", default="cpu")

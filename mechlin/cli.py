@@ -222,8 +222,10 @@ def cmd_trace(run: _Run) -> None:
     budget: float | int | None = None
     if a.budget is not None:
         budget = float(a.budget) if "." in a.budget else int(a.budget)
-    elif a.screen is not None or a.refine is not None:
-        raise ArgumentError("--screen and --refine shape adaptive tracing: pass --budget too")
+    elif a.screen is not None or a.screen_samples is not None or a.refine is not None:
+        raise ArgumentError(
+            "--screen, --screen-samples and --refine shape adaptive tracing: pass --budget too"
+        )
     model = run.model(a.model)
     kinds: tuple[Any, ...] = ("resid", "mlp", "attn") if a.kind == "all" else (a.kind,)
     traces = {}
@@ -235,7 +237,7 @@ def cmd_trace(run: _Run) -> None:
         if budget is not None:
             trace_fn = adaptive_trace
             extra = {"budget": budget}
-            for key in ("screen", "refine"):  # adaptive_trace's defaults unless given
+            for key in ("screen", "screen_samples", "refine"):  # else adaptive_trace's defaults
                 if getattr(a, key) is not None:
                     extra[key] = getattr(a, key)
         traces[kind] = trace_fn(
@@ -641,21 +643,27 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--budget",
         help="adaptive tracing: estimate every cell by attribution patching, screen the highest "
-        "on 2 noise samples, and restore exactly only this share (0.1) or number (25) of the "
-        "cells ranked highest",
+        "on a few noise samples, and restore exactly only this share (0.1) or number (25) of "
+        "the cells ranked highest",
     )
     t.add_argument(
         "--screen",
         type=float,
-        help="with --budget: share of the cells screened on 2 noise samples (default 0.3; 0: "
-        "rank by the estimate alone)",
+        help="with --budget: share of the cells screened on a few noise samples (default 0.3, "
+        "on 1 sample for resid and 2 for the windows; 0: rank by the estimate alone)",
+    )
+    t.add_argument(
+        "--screen-samples",
+        type=int,
+        help="with --budget: noise samples of the screen (default: 1 for resid, 2 for the windows)",
     )
     t.add_argument(
         "--refine",
         type=parse_refine,
         help="with --budget: re-screen the screened cells near the cut on more noise samples, "
         "stage by stage, as below:above shares of the budget's cells separated by commas "
-        "(default 0.7:2.0,0.35:0.7; none: rank by the 2-sample screen, faster)",
+        "(default by kind: 0.5:1.0 for resid, 0.7:2.0,0.35:0.7 for mlp, none for attn; none: "
+        "rank by the screen alone, faster)",
     )
 
     d = p["dissect"]

@@ -28,7 +28,7 @@ from mechlin.cli import (
     read_records,
     read_texts,
 )
-from mechlin.recall.attribution import DEFAULT_REFINE
+from mechlin.recall.attribution import SCREEN_DEFAULTS
 
 FACTS = [
     {"prompt": "The capital of Italy is", "subject": "Italy"},
@@ -182,16 +182,26 @@ def test_trace_with_a_budget_is_adaptive(tmp_path: Path) -> None:
     )  # fmt: skip
     assert screened.returncode == 0, screened.stderr
     trace = mechlin.AdaptiveTrace.load(tmp_path / "screened" / "result.pt")
-    assert trace.screen_samples == 2 and trace.n_screened > 0
-    assert trace.refine == DEFAULT_REFINE and int(trace.samples.max()) == 4
+    assert trace.screen_samples == 1 and trace.n_screened > 0  # resid's default: 1 sample
+    assert trace.refine == SCREEN_DEFAULTS["resid"][1] and int(trace.samples.max()) == 4
+
+
+@pytest.mark.parametrize(
+    "flag", [("--screen", "0.5"), ("--screen-samples", "2"), ("--refine", "none")]
+)
+def test_adaptive_options_need_a_budget(tmp_path: Path, flag: tuple[str, str]) -> None:
+    done = mechlin_cmd("trace", "tiny", "Big Ben is in", "Big Ben", *flag, cwd=tmp_path)
+    assert done.returncode == 2 and "pass --budget too" in done.stderr
 
 
 def test_trace_refine_rescreens_near_the_cut(tmp_path: Path) -> None:
-    args = ("trace", "tiny", "Big Ben is in", "Big Ben", "--n-samples", "8", "--budget", "0.2")
+    args = ("trace", "tiny", "Big Ben is in", "Big Ben", "--n-samples", "8", "--budget", "0.2",
+            "--screen-samples", "2")  # fmt: skip
     refined = mechlin_cmd(*args, "--refine", "1:2,0.5:1", "--out", tmp_path / "r", cwd=tmp_path)
     assert refined.returncode == 0, refined.stderr
     trace = mechlin.AdaptiveTrace.load(tmp_path / "r" / "result.pt")
     assert trace.refine == ((1.0, 2.0), (0.5, 1.0))
+    assert trace.screen_samples == 2
     # some screened cell was re-screened on 4 (stage 1) or 6 (stage 2) noise samples
     assert {4, 6} & set(trace.samples.unique().tolist())
     plain = mechlin_cmd(*args, "--refine", "none", "--out", tmp_path / "n", cwd=tmp_path)

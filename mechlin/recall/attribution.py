@@ -29,7 +29,8 @@ equal the cells of ``causal_trace`` with the same arguments.
 
 Defaults that are ours, not a paper's: ``budget=0.1`` (share of cells restored exactly),
 ``check=0.25`` (share of that budget spent on the random sample), ``screen=0.3`` of the cells on
-``screen_samples=2`` noise samples, ``linearize="logprob"`` for the probability metric,
+1 noise sample for the residual stream and 2 for the windows, re-screened near the cut by kind
+(``SCREEN_DEFAULTS``), ``linearize="logprob"`` for the probability metric,
 ``rounds=1`` (one ranking; more rounds raise the neighbours of strong exact cells),
 ``stop_below=None``. They were chosen on the known facts of known_1000 for both bundled models
 (``benchmarks/adaptive_trace.py`` measures them against the exact trace).
@@ -140,9 +141,10 @@ class AdaptiveTrace(CausalTrace):
                 else "no screen"
             )
             + (
-                f" ({len(self.refine)} refinement stages near the cut, up to "
-                f"{int(self.samples.max())} samples)"
-                if self.refine and self.samples is not None and self.screen_samples
+                f" ({len(self.refine)} refinement stage{'s' * (len(self.refine) > 1)} near the "
+                f"cut, up to {min(self.n_samples, self.screen_samples * (len(self.refine) + 1))} "
+                "samples)"
+                if self.refine and self.screen_samples
                 else ""
             )
             + f"; the other cells estimated by attribution patching (linearised in "
@@ -561,7 +563,7 @@ def _plan_scores(ie: Tensor, plan: _Plan, restorer: _Restorer) -> Tensor:
     return scores
 
 
-def _check_refine(refine: Sequence[tuple[float, float]]) -> tuple[tuple[float, float], ...]:
+def _check_refine(refine: Sequence[tuple[float, float]]) -> Refine:
     try:
         stages = tuple((float(below), float(above)) for below, above in refine)
     except (TypeError, ValueError):
@@ -597,9 +599,19 @@ def _spearman(a: Tensor, b: Tensor) -> float | None:
     return float(spearmanr(a.numpy(), b.numpy()).statistic)
 
 
-# adaptive_trace's refinement stages (ours): chosen on the first 50 known facts of known_1000 per
-# bundled model, held out on the next 25 (README status).
-DEFAULT_REFINE: tuple[tuple[float, float], ...] = ((0.7, 2.0), (0.35, 0.7))
+Refine = tuple[tuple[float, float], ...]
+
+# adaptive_trace's screen per kind (ours): the noise samples of the screen and the refinement
+# stages. The windows' were chosen on the first 50 known facts of known_1000 per bundled model
+# and held out on the next 25; the residual stream's on facts 51-60 (replayed on their exact
+# traces, each restoration weighted by the layers x positions it reruns) and held out on facts
+# 61-75; the attention windows keep the 2-sample screen without refinement, which already
+# found their top 10 (README status).
+SCREEN_DEFAULTS: dict[str, tuple[int, Refine]] = {
+    "resid": (1, ((0.5, 1.0),)),
+    "mlp": (2, ((0.7, 2.0), (0.35, 0.7))),
+    "attn": (2, ()),
+}
 
 
 @checked
@@ -611,8 +623,8 @@ def adaptive_trace(
     budget: float | int = 0.1,
     check: float = 0.25,
     screen: float | int = 0.3,
-    screen_samples: int = 2,
-    refine: Sequence[tuple[float, float]] = DEFAULT_REFINE,
+    screen_samples: int | None = None,
+    refine: Sequence[tuple[float, float]] | None = None,
     linearize: Linearize | None = None,
     stop_below: float | None = None,
     rounds: int = 1,
@@ -656,17 +668,23 @@ def adaptive_trace(
             screened. Without noise samples to split (``corrupted_prompt``, or
             ``screen_samples >= n_samples``) there is no screen. Ours: 0.3.
         screen_samples: noise samples the screen restores (the first ones; they are iid).
-            Ours: 2 (on the first known facts of both bundled models, 2 samples found more of
-            the exact top 10 than 1 at the same cost: ``benchmarks/adaptive_trace.py``).
+            ``None``: by kind, 1 for ``"resid"`` and 2 for the windows (``SCREEN_DEFAULTS``,
+            ours; on known facts of both bundled models, 2 samples found more of the MLP
+            windows' exact top 10 than 1 at the same cost, while the residual stream's top 10
+            is found nearly as well from 1 sample refined near the cut - recall@10 0.95-0.96
+            against 0.97-0.98 - for two thirds of the restoration time:
+            ``benchmarks/adaptive_policies.py``, ``benchmarks/adaptive_trace.py``).
         refine: stages of re-screening near the cut. Stage k, given as (below, above), takes
             the screened cells ranked from ``below`` x n above the cut to ``above`` x n below
             it (n: the cells the budget ranks, the random sample apart) and restores them on
             the first k x ``screen_samples`` noise samples; their priority becomes the effect
-            on those samples. Ours: ``((0.7, 2.0), (0.35, 0.7))`` (``DEFAULT_REFINE``): on
-            known facts of both bundled models it lifts recall@10 of the MLP windows from
-            0.81-0.93 to 0.90-0.96 for ~3% more of the exact work, at a cost in wall time
-            (its re-screens are small batches; README status); ``()`` turns it off
-            (``benchmarks/adaptive_policies.py --refine``).
+            on those samples. ``()``: none. ``None``: by kind (``SCREEN_DEFAULTS``, ours):
+            ``((0.5, 1.0),)`` for ``"resid"`` (with its 1-sample screen: a second sample for
+            the cells from n/2 above the cut to n below it), ``((0.7, 2.0), (0.35, 0.7))`` for
+            ``"mlp"`` (on known facts of both bundled models it lifts recall@10 of the MLP
+            windows from 0.81-0.93 to 0.90-0.96 for ~3% more of the exact work, at a cost in
+            wall time: its re-screens are small batches), ``()`` for ``"attn"`` (README
+            status; ``benchmarks/adaptive_policies.py --refine`` replays others).
         linearize: how the estimate linearises (``estimate_grid``). ``None``: ``"logprob"``
             when a screen runs and ``metric="prob"`` (on known facts of both bundled models it
             put more of the exact top 10 among the screened cells), else ``"metric"`` (without
@@ -685,13 +703,14 @@ def adaptive_trace(
         raise ArgumentError(f"check={check!r} is a share of the budget: pass a value in [0, 1]")
     if rounds < 1:
         raise ArgumentError(f"rounds={rounds!r}: pass at least 1")
-    if screen_samples < 1:
+    if screen_samples is not None and screen_samples < 1:
         raise ArgumentError(f"screen_samples={screen_samples!r}: pass at least 1")
     if isinstance(screen, bool) or screen < 0:
         raise ArgumentError(f"screen={screen!r}: pass 0 (no screen), a share or a number of cells")
     if screen:
         _n_cells(screen, 1, "screen")  # a share above 1 fails here, before any work
-    refine = _check_refine(refine)
+    if refine is not None:
+        refine = _check_refine(refine)
     if linearize is not None:
         _check_linearize(linearize, metric)
     prep = prepare_trace(
@@ -711,6 +730,9 @@ def adaptive_trace(
         contrast=contrast,
         method=method,
     )
+    kind_samples, kind_refine = SCREEN_DEFAULTS[kind]
+    screen_samples = kind_samples if screen_samples is None else screen_samples
+    refine = kind_refine if refine is None else refine
     screen_rows = tuple(range(screen_samples)) if screen and screen_samples < prep.n_rows else ()
     if linearize is None:
         linearize = default_linearize(metric, screen_rows)

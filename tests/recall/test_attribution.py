@@ -12,7 +12,7 @@ import mechlin
 from mechlin.errors import ArgumentError
 from mechlin.recall._engines import ReplayEngine, merge_positions
 from mechlin.recall.attribution import (
-    DEFAULT_REFINE,
+    SCREEN_DEFAULTS,
     AdaptiveTrace,
     AttributionTrace,
     adaptive_trace,
@@ -201,7 +201,9 @@ def test_screen_ranks_by_the_screened_samples(tiny) -> None:
     # cells that are not restored on every sample score their partial effect. The partial
     # effects are checked against ROME's loop run on those 2 samples alone.
     kw = dict(kind="resid", n_samples=4, noise=2.0)
-    ad = adaptive_trace(tiny, PROMPT, SUBJECT, budget=6, check=0.0, screen=12, refine=(), **kw)
+    ad = adaptive_trace(
+        tiny, PROMPT, SUBJECT, budget=6, check=0.0, screen=12, screen_samples=2, refine=(), **kw
+    )
     assert ad.n_screened == 12 and ad.screen_samples == 2 and ad.n_exact == 6
     s0 = ad.subject_span[0]
     est = ad.estimate - ad.corrupt_score
@@ -222,15 +224,30 @@ def test_screen_ranks_by_the_screened_samples(tiny) -> None:
     assert 0 < ad.work < 1
 
 
+@pytest.mark.parametrize("kind", ["resid", "mlp", "attn"])
+def test_screen_defaults_by_kind(tiny, kind) -> None:
+    # screen_samples=None and refine=None take the kind's SCREEN_DEFAULTS (1 sample refined on
+    # a second for resid; 2 samples for the windows, refined for mlp only); given values win.
+    kw = dict(kind=kind, n_samples=8, noise=2.0, budget=6, screen=14, window=2)
+    ad = adaptive_trace(tiny, PROMPT, SUBJECT, **kw)
+    samples, refine = SCREEN_DEFAULTS[kind]
+    assert (ad.screen_samples, ad.refine) == (samples, refine)
+    assert set(ad.samples[ad.screened & ~ad.exact].tolist()) <= {
+        samples * stage for stage in range(1, len(refine) + 2)
+    }
+    mine = adaptive_trace(tiny, PROMPT, SUBJECT, screen_samples=3, refine=((1.0, 1.0),), **kw)
+    assert (mine.screen_samples, mine.refine) == (3, ((1.0, 1.0),))
+    assert set(mine.samples[mine.screened & ~mine.exact].tolist()) <= {3, 6}
+
+
 def test_refine_rescreens_the_cells_near_the_cut(tiny) -> None:
     # One refinement stage: the screened cells ranked within n (= 6) of the cut are restored
     # on the first 4 of 6 noise samples (2 more than the screen); priority and scores of those
     # cells are their effect on the 4 samples (checked against ROME's loop on those samples).
     kw = dict(kind="resid", n_samples=6, noise=2.0, budget=6, check=0.0, screen=14)
-    ad = adaptive_trace(tiny, PROMPT, SUBJECT, refine=((1.0, 1.0),), **kw)
-    plain = adaptive_trace(tiny, PROMPT, SUBJECT, refine=(), **kw)
+    ad = adaptive_trace(tiny, PROMPT, SUBJECT, screen_samples=2, refine=((1.0, 1.0),), **kw)
+    plain = adaptive_trace(tiny, PROMPT, SUBJECT, screen_samples=2, refine=(), **kw)
     assert ad.refine == ((1.0, 1.0),) and plain.refine == ()
-    assert adaptive_trace(tiny, PROMPT, SUBJECT, **kw).refine == DEFAULT_REFINE
     assert set(plain.samples[plain.screened & ~plain.exact].tolist()) == {2}
     four = ad.screened & (ad.samples == 4)
     assert int(four.sum()) > 0 and bool((ad.samples[ad.exact] == 6).all())
@@ -437,7 +454,10 @@ def test_policy_replayed_on_a_table_is_adaptive_trace(tiny) -> None:
     # with many; its screened value is 0 or -5e-10 by the batch's rounding, which can move it
     # across the refinement's border among the ties.
     kw = dict(kind="resid", n_samples=4, noise=2.0)
-    ad = adaptive_trace(tiny, PROMPT, SUBJECT, budget=8, screen=9, **kw)
+    refine = SCREEN_DEFAULTS["mlp"][1]  # two stages on a 2-sample screen
+    ad = adaptive_trace(
+        tiny, PROMPT, SUBJECT, budget=8, screen=9, screen_samples=2, refine=refine, **kw
+    )
     prep = prepare_trace(
         tiny, PROMPT, SUBJECT, answer=None, window=10, seed=0, corrupted_prompt=None,
         metric="prob", positions=None, layers=None, contrast=None, method="auto", **kw,
@@ -449,7 +469,7 @@ def test_policy_replayed_on_a_table_is_adaptive_trace(tiny) -> None:
     restorer = _TableRestorer(table, prep.corrupt_rows, prep.corrupt_score)
     plan = _run_policy(
         ie, moved, restorer, budget=8, check=0.25, screen=9, screen_rows=(0, 1), rounds=1,
-        stop_below=None, total_effect=1.0, seed=0, refine=DEFAULT_REFINE,
+        stop_below=None, total_effect=1.0, seed=0, refine=refine,
     )  # fmt: skip
     assert _cells(ad.exact) == plan.exact and _cells(ad.screened) == set(plan.screened)
     only_screened = _cells(ad.screened & ~ad.exact)
