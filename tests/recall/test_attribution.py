@@ -232,6 +232,8 @@ def test_screen_defaults_by_kind(tiny, kind) -> None:
     ad = adaptive_trace(tiny, PROMPT, SUBJECT, **kw)
     samples, refine = SCREEN_DEFAULTS[kind]
     assert (ad.screen_samples, ad.refine) == (samples, refine)
+    stages = f"{len(refine)} refinement stage{'s' * (len(refine) > 1)} near the cut, up to "
+    assert (f"{stages}{samples * (len(refine) + 1)} samples" in ad.summary()) == bool(refine)
     assert set(ad.samples[ad.screened & ~ad.exact].tolist()) <= {
         samples * stage for stage in range(1, len(refine) + 2)
     }
