@@ -206,10 +206,10 @@ def average_causal_effects(
             keeps the bias of whatever fills the cells not restored, and the attribution
             estimate is biased where it fails (early MLP and attention windows at the
             subject); a screened cell is exact on its noise samples, so its error averages out
-            over facts. On 50 known facts per bundled model
-            this put 95-98% of the AIE points inside the exact figure's 95% band, against
-            84-87% with the single-trace screen of 0.3, for ~26% of the exact restorations
-            instead of ~15% (``benchmarks/adaptive_trace.py``). They are part of the store's
+            over facts. On 50 known facts per bundled model this put 95-98% of the AIE points
+            inside the exact figure's 95% band, against 84-87% with the single-trace screen of
+            0.3, for ~26% of the exact restorations instead of ~15%
+            (``benchmarks/adaptive_trace.py``). They are part of the store's
             settings.
         runner: where the facts are traced: ``None`` here, ``mechlin.RayRunner(...)`` on Ray
             workers (the same results; they write into the same ``out=`` store).
