@@ -16,9 +16,13 @@ for a grid of settings, and reports for each, per model and kind, mean over fact
 No model runs here, so a grid of settings takes seconds; wall-time speed-ups are measured only
 by ``benchmarks/adaptive_trace.py`` (for its settings).
 
-Run: .venv/bin/python benchmarks/adaptive_policies.py [--data benchmarks/out/adaptive]
+Run: .venv/bin/python benchmarks/adaptive_policies.py [--data benchmarks/out/adaptive ...]
      [--screens 0 0.2 0.3 0.4] [--screen-samples 1 2 3] [--budgets 0.1]
      [--linearize metric logprob] [--refine kind none 0.5:1.0 0.7:2.0,0.35:0.7]
+     [--strides kind 1 3]
+
+``kind`` (--screens, --screen-samples, --refine, --strides) replays adaptive_trace's default for
+each kind (``SCREEN_DEFAULTS``).
 """
 
 from __future__ import annotations
@@ -63,7 +67,7 @@ def _costs(kind: str, n_layers: int, n_pos: int, window: int = 10) -> torch.Tens
 
 
 def replay_scores(
-    rec: dict, *, budget, check, screen, screen_samples, linearize, refine=(), seed=0
+    rec: dict, *, budget, check, screen, screen_samples, linearize, refine=(), stride=1, seed=0
 ) -> tuple[torch.Tensor, _Plan, _TableRestorer]:
     """adaptive_trace's scores of one saved (fact, kind) for these settings (metric "prob")."""
     table, corrupt_rows = rec["table"], rec["corrupt_rows"]
@@ -87,6 +91,7 @@ def replay_scores(
         total_effect=1.0,
         seed=seed,
         refine=refine,
+        stride=stride,
     )
     return _plan_scores(ie, plan, restorer), plan, restorer
 
@@ -120,15 +125,26 @@ def load(data: Path) -> dict[str, list[dict]]:
     return out
 
 
+def _or_kind(parse):
+    """An argument's parser that also takes 'kind': adaptive_trace's default by kind."""
+    return lambda text: None if text == "kind" else parse(text)
+
+
 def _stages_text(stages: tuple[tuple[float, float], ...]) -> str:
     return ",".join(f"{b:g}:{a:g}" for b, a in stages) or "-"
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--data", default=str(ROOT / "benchmarks" / "out" / "adaptive"))
-    p.add_argument("--screens", nargs="+", type=float, default=[0, 0.2, 0.3, 0.4])
-    p.add_argument("--screen-samples", nargs="+", type=int, default=[1, 2, 3])
+    p.add_argument(
+        "--data",
+        nargs="+",
+        default=[str(ROOT / "benchmarks" / "out" / "adaptive")],
+        help="output directories of adaptive_trace.py (several: their facts together)",
+    )
+    p.add_argument("--screens", nargs="+", type=_or_kind(float), default=[0, 0.2, 0.3, 0.4])
+    p.add_argument("--screen-samples", nargs="+", type=_or_kind(int), default=[1, 2, 3])
+    p.add_argument("--strides", nargs="+", type=_or_kind(int), default=[None])
     p.add_argument("--budgets", nargs="+", type=float, default=[0.1])
     p.add_argument("--check", type=float, default=0.25)
     p.add_argument("--linearize", nargs="+", default=["metric", "logprob"])
@@ -142,26 +158,37 @@ def main() -> None:
         "refine), e.g. none 0.5:1.0 0.7:2.0,0.35:0.7",
     )
     args = p.parse_args()
-    records = load(Path(args.data))
+    records: dict[str, list[dict]] = {}
+    for data in args.data:
+        for model, recs in load(Path(data)).items():
+            records.setdefault(model, []).extend(recs)
     if not records:
-        raise SystemExit(f"no saved traces under {args.data}/facts: run adaptive_trace.py first")
+        raise SystemExit(f"no saved traces under {args.data}: run adaptive_trace.py first")
     print(
-        "| model | kind | facts | budget | linearize | screen | screen samples | refine | "
+        "| model | kind | facts | budget | linearize | screen | screen samples | refine | stride | "
         "recall@10 | found | work | cost |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for model, recs in records.items():
         kinds = sorted({r["kind"] for r in recs}, key=["resid", "mlp", "attn"].index)
         for kind in kinds:
             mine = [r for r in recs if r["kind"] == kind]
             grid = itertools.product(
-                args.budgets, args.linearize, args.screens, args.screen_samples, args.refine
+                args.budgets,
+                args.linearize,
+                args.screens,
+                args.screen_samples,
+                args.refine,
+                args.strides,
             )
-            for budget, linearize, screen, m, refine in grid:
-                if refine is None:
-                    refine = SCREEN_DEFAULTS[kind][1]
-                if not screen and m != args.screen_samples[0]:
+            for budget, linearize, screen, m_given, refine, stride in grid:
+                if not screen and m_given != args.screen_samples[0]:
                     continue  # no screen: the number of its samples does not matter
+                by_kind = SCREEN_DEFAULTS[kind]
+                screen = by_kind.share if screen is None else screen
+                m = by_kind.samples if m_given is None else m_given
+                refine = by_kind.refine if refine is None else refine
+                stride = by_kind.stride if stride is None else stride
                 got = [
                     replay(
                         r,
@@ -171,6 +198,7 @@ def main() -> None:
                         screen_samples=m,
                         linearize=linearize,
                         refine=refine,
+                        stride=stride,
                         seed=0,  # adaptive_trace's default: the same random sample
                     )
                     for r in mine
@@ -178,7 +206,8 @@ def main() -> None:
                 mean = {k: statistics.fmean(g[k] for g in got) for k in got[0]}
                 print(
                     f"| {model} | {kind} | {len(mine)} | {budget:g} | {linearize} | {screen:g} | "
-                    f"{m if screen else '-'} | {_stages_text(refine)} | {mean['recall']:.2f} | "
+                    f"{m if screen else '-'} | {_stages_text(refine)} | {stride} | "
+                    f"{mean['recall']:.2f} | "
                     f"{mean['found']:.2f} | "
                     f"{mean['work']:.1%} | {mean['cost']:.1%} |"
                 )

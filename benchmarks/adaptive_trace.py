@@ -30,7 +30,7 @@ settings resumes, and --summarize-only reports on the facts saved so far (an int
 
 Run: .venv/bin/python benchmarks/adaptive_trace.py [--models smollm2-135m gemma-3-270m]
      [--n-facts 50] [--skip-facts 0] [--kinds resid mlp attn] [--budget 0.1] [--screen 0.3]
-     [--screen-samples N]
+     [--screen-samples N] [--screen-stride N]
      [--linearize metric|logprob] [--refine 0.5:1.0] [--device cpu|cuda]
      [--dtype float32|bfloat16]
      [--rome-facts 1] [--threads 1] [--out DIR] [--summarize-only]
@@ -98,6 +98,7 @@ def trace_fact(model, fact, args) -> dict:
         rounds=args.rounds,
         screen=args.screen,
         screen_samples=args.screen_samples,
+        screen_stride=args.screen_stride,
         refine=args.refine,
         linearize=args.linearize,
     )
@@ -160,8 +161,11 @@ def run_model(name: str, args: argparse.Namespace) -> dict:
         for k in ("n_samples", "device", "dtype", "budget", "check", "rounds", "screen",
                   "screen_samples", "linearize", "threads")
     }  # fmt: skip
+    if args.screen is None:
+        settings["screen"] = "by kind"  # adaptive_trace's SCREEN_DEFAULTS
+    settings["screen_stride"] = args.screen_stride or "by kind"
     if args.refine is None:
-        settings["refine"] = "by kind"  # adaptive_trace's SCREEN_DEFAULTS
+        settings["refine"] = "by kind"
     elif args.refine:  # (settings of runs without it stay as they were)
         settings["refine"] = [list(stage) for stage in args.refine]
     if args.skip_facts:
@@ -169,7 +173,8 @@ def run_model(name: str, args: argparse.Namespace) -> dict:
     store = Path(args.out) / "facts" / name
     store.mkdir(parents=True, exist_ok=True)
     saved = store / "settings.json"
-    if saved.exists() and json.loads(saved.read_text()) != settings:
+    # Runs from before the stride screened every layer: --screen-stride 1 resumes them.
+    if saved.exists() and {"screen_stride": 1} | json.loads(saved.read_text()) != settings:
         raise SystemExit(
             f"{store} holds facts traced with other settings ({saved.read_text()}); "
             "pass another --out or delete it"
@@ -278,6 +283,7 @@ def summarize(name, model, facts, records, n_layers, args) -> dict:
         screen=SWEEP_DEFAULTS["screen"],
         screen_samples=args.screen_samples or SWEEP_DEFAULTS["screen_samples"],
         refine=SWEEP_DEFAULTS["refine"],
+        stride=SWEEP_DEFAULTS["screen_stride"],
         linearize=args.linearize,  # None: adaptive_trace's own choice
     )
     sweep_work: list[float] = []
@@ -352,6 +358,7 @@ def summarize(name, model, facts, records, n_layers, args) -> dict:
         "rounds": args.rounds,
         "screen": args.screen,
         "screen_samples": args.screen_samples,
+        "screen_stride": args.screen_stride,
         "refine": args.refine,
         "linearize": args.linearize,
         "per_kind": per_kind,
@@ -427,7 +434,16 @@ def main() -> None:
     p.add_argument("--budget", type=float, default=0.1)
     p.add_argument("--check", type=float, default=0.25)
     p.add_argument("--rounds", type=int, default=1)
-    p.add_argument("--screen", type=float, default=0.3)
+    p.add_argument(
+        "--screen",
+        type=float,
+        help="share of the cells screened (default: adaptive_trace's by kind, SCREEN_DEFAULTS)",
+    )
+    p.add_argument(
+        "--screen-stride",
+        type=int,
+        help="screen one layer in N (default: adaptive_trace's by kind, SCREEN_DEFAULTS)",
+    )
     p.add_argument(
         "--screen-samples",
         type=int,

@@ -213,6 +213,9 @@ def cmd_models(run: _Run) -> None:
     _say(f"{'tiny':14s} random tiny Llama built in-process (tests; also tiny-gemma3)")
 
 
+_SCREEN_OPTIONS = ("screen", "screen_samples", "screen_stride", "refine")
+
+
 def cmd_trace(run: _Run) -> None:
     from mechlin.recall import adaptive_trace, causal_trace  # noqa: PLC0415
 
@@ -222,9 +225,10 @@ def cmd_trace(run: _Run) -> None:
     budget: float | int | None = None
     if a.budget is not None:
         budget = float(a.budget) if "." in a.budget else int(a.budget)
-    elif a.screen is not None or a.screen_samples is not None or a.refine is not None:
+    elif any(getattr(a, k) is not None for k in _SCREEN_OPTIONS):
         raise ArgumentError(
-            "--screen, --screen-samples and --refine shape adaptive tracing: pass --budget too"
+            "--screen, --screen-samples, --screen-stride and --refine shape adaptive tracing: "
+            "pass --budget too"
         )
     model = run.model(a.model)
     kinds: tuple[Any, ...] = ("resid", "mlp", "attn") if a.kind == "all" else (a.kind,)
@@ -237,7 +241,7 @@ def cmd_trace(run: _Run) -> None:
         if budget is not None:
             trace_fn = adaptive_trace
             extra = {"budget": budget}
-            for key in ("screen", "screen_samples", "refine"):  # else adaptive_trace's defaults
+            for key in _SCREEN_OPTIONS:  # else adaptive_trace's defaults
                 if getattr(a, key) is not None:
                     extra[key] = getattr(a, key)
         traces[kind] = trace_fn(
@@ -650,7 +654,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--screen",
         type=float,
         help="with --budget: share of the cells screened on a few noise samples (default 0.3, "
-        "on 1 sample for resid and 2 for the windows; 0: rank by the estimate alone)",
+        "0.4 for mlp; on 1 sample for resid and 2 for the windows; 0: rank by the estimate "
+        "alone)",
     )
     t.add_argument(
         "--screen-samples",
@@ -658,12 +663,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --budget: noise samples of the screen (default: 1 for resid, 2 for the windows)",
     )
     t.add_argument(
+        "--screen-stride",
+        type=int,
+        help="with --budget: screen one layer in N, the layers between take their screened "
+        "neighbours' mean (default: 3 for mlp, 1 for resid and attn)",
+    )
+    t.add_argument(
         "--refine",
         type=parse_refine,
         help="with --budget: re-screen the screened cells near the cut on more noise samples, "
         "stage by stage, as below:above shares of the budget's cells separated by commas "
-        "(default by kind: 0.5:1.0 for resid, 0.7:2.0,0.35:0.7 for mlp, none for attn; none: "
-        "rank by the screen alone, faster)",
+        "(default by kind: 0.5:1.0 for resid and mlp, none for attn; none: rank by the screen "
+        "alone, faster)",
     )
 
     d = p["dissect"]

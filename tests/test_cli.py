@@ -183,11 +183,17 @@ def test_trace_with_a_budget_is_adaptive(tmp_path: Path) -> None:
     assert screened.returncode == 0, screened.stderr
     trace = mechlin.AdaptiveTrace.load(tmp_path / "screened" / "result.pt")
     assert trace.screen_samples == 1 and trace.n_screened > 0  # resid's default: 1 sample
-    assert trace.refine == SCREEN_DEFAULTS["resid"][1] and int(trace.samples.max()) == 4
+    assert trace.refine == SCREEN_DEFAULTS["resid"].refine and int(trace.samples.max()) == 4
 
 
 @pytest.mark.parametrize(
-    "flag", [("--screen", "0.5"), ("--screen-samples", "2"), ("--refine", "none")]
+    "flag",
+    [
+        ("--screen", "0.5"),
+        ("--screen-samples", "2"),
+        ("--screen-stride", "2"),
+        ("--refine", "none"),
+    ],
 )
 def test_adaptive_options_need_a_budget(tmp_path: Path, flag: tuple[str, str]) -> None:
     done = mechlin_cmd("trace", "tiny", "Big Ben is in", "Big Ben", *flag, cwd=tmp_path)
@@ -204,10 +210,13 @@ def test_trace_refine_rescreens_near_the_cut(tmp_path: Path) -> None:
     assert trace.screen_samples == 2
     # some screened cell was re-screened on 4 (stage 1) or 6 (stage 2) noise samples
     assert {4, 6} & set(trace.samples.unique().tolist())
-    plain = mechlin_cmd(*args, "--refine", "none", "--out", tmp_path / "n", cwd=tmp_path)
+    plain = mechlin_cmd(
+        *args, "--refine", "none", "--screen-stride", "2", "--out", tmp_path / "n", cwd=tmp_path
+    )
     assert plain.returncode == 0, plain.stderr
     trace = mechlin.AdaptiveTrace.load(tmp_path / "n" / "result.pt")
     assert trace.refine == () and set(trace.samples.unique().tolist()) <= {0, 2, 8}
+    assert trace.screen_stride == 2 and trace.n_inferred > 0  # saved and loaded
     bad = mechlin_cmd(*args, "--refine", "0.7-2", cwd=tmp_path)
     assert bad.returncode == 2 and "below:above" in bad.stderr
     negative = mechlin_cmd(*args, "--refine=-1:2", cwd=tmp_path)

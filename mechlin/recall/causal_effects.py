@@ -199,9 +199,10 @@ def average_causal_effects(
             screen on 2 noise samples, the ``budget`` share (or number) of cells ranked highest
             and a random sample restored exactly (``mechlin.recall.attribution``).
         adaptive: further options of ``adaptive_trace`` (``screen``, ``screen_samples``,
-            ``refine``, ``check``, ``linearize``, ``rounds``, ``stop_below``); its defaults
-            otherwise, but for ``screen``: 1.0, every cell the corruption reaches is screened
-            (ours), ``screen_samples``: 2 for every kind, and ``refine``: () (every cell is
+            ``screen_stride``, ``refine``, ``check``, ``linearize``, ``rounds``,
+            ``stop_below``); its defaults otherwise, but for ``screen``: 1.0, every cell the
+            corruption reaches is screened (ours), ``screen_samples``: 2 and
+            ``screen_stride``: 1 for every kind, and ``refine``: () (every cell is
             screened already; the figure averages cells, it does not rank them). An average
             keeps the bias of whatever fills the cells not restored, and the attribution
             estimate is biased where it fails (early MLP and attention windows at the
@@ -265,6 +266,7 @@ def average_causal_effects(
 _ADAPTIVE_OPTIONS = (
     "screen",
     "screen_samples",
+    "screen_stride",
     "refine",
     "check",
     "linearize",
@@ -272,7 +274,12 @@ _ADAPTIVE_OPTIONS = (
     "stop_below",
 )
 # where a sweep's default differs (docstring)
-SWEEP_DEFAULTS: dict[str, Any] = {"screen": 1.0, "screen_samples": 2, "refine": ()}
+SWEEP_DEFAULTS: dict[str, Any] = {
+    "screen": 1.0,
+    "screen_samples": 2,
+    "screen_stride": 1,
+    "refine": (),
+}
 
 
 def _adaptive_options(given: Mapping[str, Any] | None) -> dict[str, Any]:

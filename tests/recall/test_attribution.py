@@ -155,7 +155,7 @@ def test_adaptive_exact_cells_are_the_exact_trace(fixture, kind, mode, method, r
     mask = adaptive.exact
     assert 0 < adaptive.n_exact <= adaptive.budget == math.ceil(0.3 * exact.scores.numel())
     assert torch.allclose(adaptive.scores[mask], exact.scores[mask], atol=1e-6, rtol=0)
-    plain = ~mask & ~adaptive.screened
+    plain = ~mask & ~adaptive.screened & ~adaptive.inferred  # (mlp's screen strides)
     assert torch.equal(adaptive.scores[plain], adaptive.estimate[plain])
     assert (adaptive.screen_samples > 0) == (mode == "noise")  # no rows to split in a prompt
     assert bool(adaptive.screened.any()) == (mode == "noise")
@@ -230,16 +230,25 @@ def test_screen_defaults_by_kind(tiny, kind) -> None:
     # a second for resid; 2 samples for the windows, refined for mlp only); given values win.
     kw = dict(kind=kind, n_samples=8, noise=2.0, budget=6, screen=14, window=2)
     ad = adaptive_trace(tiny, PROMPT, SUBJECT, **kw)
-    samples, refine = SCREEN_DEFAULTS[kind]
-    assert (ad.screen_samples, ad.refine) == (samples, refine)
+    samples, refine, stride = (SCREEN_DEFAULTS[kind][k] for k in (1, 2, 3))
+    assert (ad.screen_samples, ad.refine, ad.screen_stride) == (samples, refine, stride)
+    # the screen's own cells (not refined, not exact) sit at one layer in `stride` (or the last)
+    rows = torch.nonzero(ad.screened & ~ad.exact & (ad.samples == samples))[:, 0].tolist()
+    n_rows = ad.scores.shape[0]
+    assert rows and all(r % stride == 0 or r == n_rows - 1 for r in rows)
+    assert (ad.n_inferred > 0) == (stride > 1)
+    assert bool((ad.samples[ad.inferred & ~ad.exact] == 0).all())
     stages = f"{len(refine)} refinement stage{'s' * (len(refine) > 1)} near the cut, up to "
     assert (f"{stages}{samples * (len(refine) + 1)} samples" in ad.summary()) == bool(refine)
     assert set(ad.samples[ad.screened & ~ad.exact].tolist()) <= {
         samples * stage for stage in range(1, len(refine) + 2)
     }
-    mine = adaptive_trace(tiny, PROMPT, SUBJECT, screen_samples=3, refine=((1.0, 1.0),), **kw)
-    assert (mine.screen_samples, mine.refine) == (3, ((1.0, 1.0),))
+    mine = adaptive_trace(
+        tiny, PROMPT, SUBJECT, screen_samples=3, refine=((1.0, 1.0),), screen_stride=2, **kw
+    )
+    assert (mine.screen_samples, mine.refine, mine.screen_stride) == (3, ((1.0, 1.0),), 2)
     assert set(mine.samples[mine.screened & ~mine.exact].tolist()) <= {3, 6}
+    assert mine.n_inferred > 0 and "one layer in 2 of the grid" in mine.summary()
 
 
 def test_refine_rescreens_the_cells_near_the_cut(tiny) -> None:
@@ -350,6 +359,7 @@ def test_stop_rule_ends_early(tiny) -> None:
         (dict(screen=-1), "screen=-1"),
         (dict(screen=1.5), "at most 1"),
         (dict(screen_samples=0), "screen_samples=0"),
+        (dict(screen_stride=0), "screen_stride=0"),
         (dict(refine=((-1.0, 1.0),)), ">= 0"),
         (dict(refine=((0.5, math.inf),)), ">= 0"),
         (dict(linearize="log"), "linearize='log'"),
@@ -441,7 +451,61 @@ def test_average_causal_effects_adaptive(tiny, tmp_path) -> None:
     assert not torch.equal(on.aie, single.aie)
 
 
-def test_policy_replayed_on_a_table_is_adaptive_trace(tiny) -> None:
+def test_stride_infers_the_skipped_cells_from_their_column() -> None:
+    # A 7 x 2 grid on 4 noise rows, every cell screened on rows 0-1 with stride 3: grid rows
+    # 0, 3, 6 are restored; a skipped cell takes the mean of the nearest screened cells above
+    # and below it within the stride (one of them where the other is out of reach), as its
+    # priority and score. Cell (3, 0) cannot move (unreachable), so (1, 0) and (2, 0) see only
+    # (0, 0), and (4, 0) and (5, 0) only (6, 0).
+    from mechlin.recall.attribution import _plan_scores, _run_policy, _TableRestorer
+
+    gen = torch.Generator().manual_seed(0)
+    table = torch.rand(7, 2, 4, generator=gen)
+    corrupt_rows = torch.zeros(4)
+    ie = torch.linspace(1.0, 0.1, 14).reshape(7, 2)
+    moved = torch.ones(7, 2, dtype=torch.bool)
+    moved[3, 0] = False
+    kw = dict(budget=2, check=0.0, screen=1.0, screen_rows=(0, 1), rounds=1, stop_below=None,
+              total_effect=1.0, seed=0)  # fmt: skip
+    restorer = _TableRestorer(table, corrupt_rows, 0.0)
+    plan = _run_policy(ie, moved, restorer, stride=3, **kw)
+    part = table[..., :2].mean(-1)  # each cell's effect on the screen's 2 rows
+    assert set(plan.screened) == {(r, c) for r in (0, 3, 6) for c in (0, 1)} - {(3, 0)}
+    want = {
+        (1, 0): part[0, 0], (2, 0): part[0, 0], (4, 0): part[6, 0], (5, 0): part[6, 0],
+        **{(r, 1): (part[0, 1] + part[3, 1]) / 2 for r in (1, 2)},
+        **{(r, 1): (part[3, 1] + part[6, 1]) / 2 for r in (4, 5)},
+    }  # fmt: skip
+    assert plan.inferred.keys() == want.keys()
+    for c, value in want.items():
+        assert plan.inferred[c] == pytest.approx(float(value), abs=1e-6)
+    scores = _plan_scores(ie, plan, restorer)
+    for c in want.keys() - plan.exact:
+        assert float(scores[c]) == pytest.approx(float(want[c]), abs=1e-6)
+        assert bool(torch.isnan(restorer.values[c]).all())  # never restored
+    # the exact cells are the top of the priority (screened, else inferred, else estimated)
+    priority = ie.clone()
+    for c in plan.screened:
+        priority[c] = part[c]
+    for c, value in want.items():
+        priority[c] = value
+    exact = torch.zeros(7, 2, dtype=torch.bool)
+    for c in plan.exact:
+        exact[c] = True
+    assert len(plan.exact) == 2 and not bool(exact[3, 0])
+    assert float(priority[exact].min()) >= float(priority[~exact & moved].max())
+    # Without a stride nothing is inferred; a refinement band covering every cell restores
+    # the inferred cells on 4 rows, and they are inferred no more.
+    assert not _run_policy(ie, moved, _TableRestorer(table, corrupt_rows, 0.0), **kw).inferred
+    refined = _run_policy(
+        ie, moved, _TableRestorer(table, corrupt_rows, 0.0), stride=3, refine=((9.0, 9.0),), **kw
+    )
+    assert not refined.inferred
+    assert {refined.screen_rows[c] for c in want} == {(0, 1, 2, 3)}
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_policy_replayed_on_a_table_is_adaptive_trace(tiny, stride) -> None:
     # benchmarks/adaptive_policies.py replays the policy on saved per-sample exact values; with
     # the same inputs it must choose and score exactly as adaptive_trace does.
     from mechlin.recall.attribution import (
@@ -456,10 +520,11 @@ def test_policy_replayed_on_a_table_is_adaptive_trace(tiny) -> None:
     # with many; its screened value is 0 or -5e-10 by the batch's rounding, which can move it
     # across the refinement's border among the ties.
     kw = dict(kind="resid", n_samples=4, noise=2.0)
-    refine = SCREEN_DEFAULTS["mlp"][1]  # two stages on a 2-sample screen
+    refine = ((0.7, 2.0), (0.35, 0.7))  # two stages on a 2-sample screen
     ad = adaptive_trace(
-        tiny, PROMPT, SUBJECT, budget=8, screen=9, screen_samples=2, refine=refine, **kw
-    )
+        tiny, PROMPT, SUBJECT, budget=8, screen=9, screen_samples=2, refine=refine,
+        screen_stride=stride, **kw,
+    )  # fmt: skip
     prep = prepare_trace(
         tiny, PROMPT, SUBJECT, answer=None, window=10, seed=0, corrupted_prompt=None,
         metric="prob", positions=None, layers=None, contrast=None, method="auto", **kw,
@@ -471,9 +536,10 @@ def test_policy_replayed_on_a_table_is_adaptive_trace(tiny) -> None:
     restorer = _TableRestorer(table, prep.corrupt_rows, prep.corrupt_score)
     plan = _run_policy(
         ie, moved, restorer, budget=8, check=0.25, screen=9, screen_rows=(0, 1), rounds=1,
-        stop_below=None, total_effect=1.0, seed=0, refine=refine,
+        stop_below=None, total_effect=1.0, seed=0, refine=refine, stride=stride,
     )  # fmt: skip
     assert _cells(ad.exact) == plan.exact and _cells(ad.screened) == set(plan.screened)
+    assert _cells(ad.inferred) == set(plan.inferred) and bool(plan.inferred) == (stride > 1)
     only_screened = _cells(ad.screened & ~ad.exact)
     assert {c: len(plan.screen_rows[c]) for c in only_screened} == {
         c: int(ad.samples[c]) for c in only_screened
