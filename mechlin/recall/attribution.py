@@ -529,9 +529,9 @@ def _run_policy(
             next(((r + d * k, col) for k in steps if (r + d * k, col) in rows_of), None)
             for d in (-1, 1)
         ]
-        found = [float(priority[c]) for c in near if c is not None]
-        if (r, col) not in rows_of and found:
-            inferred[r, col] = sum(found) / len(found)
+        seen = [float(priority[c]) for c in near if c is not None]
+        if (r, col) not in rows_of and seen:
+            inferred[r, col] = sum(seen) / len(seen)
     for c, value in inferred.items():
         priority[c] = value
     # Refinement: the screened cells ranked near the cut (the n_top-th cell) are screened on
