@@ -523,14 +523,13 @@ def _run_policy(
         priority[c] = restorer.partial_ie(c, screen_rows)
     rows_of = dict.fromkeys(screened, screen_rows)
     inferred: dict[tuple[int, int], float] = {}
-    for r, col in chosen:
-        steps = range(1, stride)
+    for r, col in (c for c in chosen if c not in rows_of):
         near = [
-            next(((r + d * k, col) for k in steps if (r + d * k, col) in rows_of), None)
+            next(((r + d * k, col) for k in range(1, stride) if (r + d * k, col) in rows_of), None)
             for d in (-1, 1)
         ]
         seen = [float(priority[c]) for c in near if c is not None]
-        if (r, col) not in rows_of and seen:
+        if seen:
             inferred[r, col] = sum(seen) / len(seen)
     for c, value in inferred.items():
         priority[c] = value
