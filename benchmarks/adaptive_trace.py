@@ -173,7 +173,8 @@ def run_model(name: str, args: argparse.Namespace) -> dict:
     store = Path(args.out) / "facts" / name
     store.mkdir(parents=True, exist_ok=True)
     saved = store / "settings.json"
-    # Runs from before the stride screened every layer: --screen-stride 1 resumes them.
+    # Runs from before the stride screened every layer (and recorded screen 0.3): they resume
+    # with --screen 0.3 --screen-stride 1.
     if saved.exists() and {"screen_stride": 1} | json.loads(saved.read_text()) != settings:
         raise SystemExit(
             f"{store} holds facts traced with other settings ({saved.read_text()}); "
@@ -199,6 +200,8 @@ def run_model(name: str, args: argparse.Namespace) -> dict:
             a = sum(r["kinds"][k]["adaptive_cpu_s"] for r in records)
             done[k] = f"{e / a:.1f}x"
         print(f"{name}: fact {i + 1}/{len(facts)} {fact.subject!r}: speed-ups so far {done}")
+    if not records:  # --summarize-only on a directory without this run's first fact
+        raise SystemExit(f"{store} holds no traced fact of these settings to summarize")
     return summarize(name, model, facts, records, n_layers, args)
 
 
