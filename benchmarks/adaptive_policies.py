@@ -40,13 +40,13 @@ sys.path.insert(0, str(ROOT))
 
 from mechlin.cli import parse_refine
 from mechlin.recall.attribution import (
-    SCREEN_DEFAULTS,
     _Plan,
     _plan_scores,
     _run_policy,
     _TableRestorer,
     combine_rows,
     default_linearize,
+    screen_for,
 )
 from mechlin.recall.tracing import window_layers
 
@@ -151,7 +151,7 @@ def main() -> None:
     p.add_argument(
         "--refine",
         nargs="+",
-        type=lambda text: None if text == "kind" else parse_refine(text),
+        type=_or_kind(parse_refine),
         default=[None],
         help="refinement settings to try: 'kind' (adaptive_trace's default for the kind, "
         "SCREEN_DEFAULTS), 'none', or stages below:above separated by commas (adaptive_trace's "
@@ -184,11 +184,7 @@ def main() -> None:
             for budget, linearize, screen, m_given, refine, stride in grid:
                 if not screen and m_given != args.screen_samples[0]:
                     continue  # no screen: the number of its samples does not matter
-                by_kind = SCREEN_DEFAULTS[kind]
-                screen = by_kind.share if screen is None else screen
-                m = by_kind.samples if m_given is None else m_given
-                refine = by_kind.refine if refine is None else refine
-                stride = by_kind.stride if stride is None else stride
+                screen, m, refine, stride = screen_for(kind, screen, m_given, refine, stride)
                 got = [
                     replay(
                         r,

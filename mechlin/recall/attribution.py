@@ -666,6 +666,25 @@ SCREEN_DEFAULTS: dict[str, Screen] = {
 }
 
 
+def screen_for(
+    kind: str,
+    share: float | int | None = None,
+    samples: int | None = None,
+    refine: Refine | None = None,
+    stride: int | None = None,
+) -> Screen:
+    """The screen ``adaptive_trace`` runs for ``kind``: the given values, the kind's
+    ``SCREEN_DEFAULTS`` where ``None`` (``benchmarks/adaptive_policies.py`` resolves its
+    ``kind`` settings with it)."""
+    default = SCREEN_DEFAULTS[kind]
+    return Screen(
+        default.share if share is None else share,
+        default.samples if samples is None else samples,
+        default.refine if refine is None else refine,
+        default.stride if stride is None else int(stride),
+    )
+
+
 @checked
 def adaptive_trace(
     model: Model,
@@ -799,11 +818,9 @@ def adaptive_trace(
         contrast=contrast,
         method=method,
     )
-    by_kind = SCREEN_DEFAULTS[kind]
-    screen = by_kind.share if screen is None else screen
-    screen_samples = by_kind.samples if screen_samples is None else screen_samples
-    refine = by_kind.refine if refine is None else refine
-    stride = by_kind.stride if screen_stride is None else int(screen_stride)
+    screen, screen_samples, refine, stride = screen_for(
+        kind, screen, screen_samples, refine, screen_stride
+    )
     screen_rows = tuple(range(screen_samples)) if screen and screen_samples < prep.n_rows else ()
     if linearize is None:
         linearize = default_linearize(metric, screen_rows)
