@@ -65,7 +65,14 @@ def trace_metric(
     model: Model, final_resid: Float[Tensor, "rows d_model"], setup: TraceSetup, metric: Metric
 ) -> Float[Tensor, " rows"]:
     """The metric of the answer from last-position residual states (final norm + unembed)."""
-    logits = readout_logits(model, final_resid).float()
+    return metric_of_logits(readout_logits(model, final_resid), setup, metric)
+
+
+def metric_of_logits(
+    logits: Float[Tensor, "rows d_vocab"], setup: TraceSetup, metric: Metric
+) -> Float[Tensor, " rows"]:
+    """The metric of the answer from last-position logits (``trace_metric`` after the readout)."""
+    logits = logits.float()
     if metric == "logit_diff":
         assert setup.contrast_id is not None
         return logits[:, setup.answer_id] - logits[:, setup.contrast_id]
@@ -164,6 +171,14 @@ class ReplayEngine:
         self.model = model
         self.replayer = Replayer(model)
         self.n_layers = int(model.cfg.n_layers)
+        self._names: dict[tuple[str, int], str] = {}  # (site, layer) -> checked hook name
+
+    def _hook_name(self, site: sites.LayerSite, layer: int) -> str:
+        """``sites.hook_name``, checked once per site and layer (each check copies the
+        bridge's hook dictionary: ~1 ms, once per restored layer of every batch)."""
+        if (site, layer) not in self._names:
+            self._names[site, layer] = sites.hook_name(self.model, site, layer)
+        return self._names[site, layer]
 
     @torch.no_grad()
     def corrupted_final(self, setup: TraceSetup) -> Tensor:
@@ -341,7 +356,7 @@ class ReplayEngine:
     ) -> Tensor:
         """Restore ``cell_ids`` (in join order), each at its position, replaying positions
         t..; one final state per row, the rows of each cell in turn."""
-        model, n = self.model, self.n_layers
+        n = self.n_layers
         device = setup.corrupt.device
         samples = {i: cell_samples[i].to(device) for i in cell_ids}
         joins: dict[int, list[Tensor]] = {}
@@ -379,7 +394,7 @@ class ReplayEngine:
                     rows = torch.cat([torch.arange(*spans[i]) for i in here])
                     at = torch.cat([torch.full((len(samples[i]),), pos_of[i]) for i in here])
                     hook = _restore_hook(rows, at - t, clean_states[j][at.to(clean_states.device)])
-                    hooks.append((sites.hook_name(model, site, j), hook))
+                    hooks.append((self._hook_name(site, j), hook))
         first = joined.pop(start)
         final = self.replayer.replay(start, first, joined, kwargs, cache, hooks)
         return final[:, -1]

@@ -20,8 +20,8 @@ The equivalence with full forward passes is tested in ``tests/test_replay.py``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -62,9 +62,32 @@ class Replayer:
         self.hf = model.original_model
         self.layers = layers
         self._cache_cls = DynamicCache
+        self._points: dict[str, Any] = {}  # hook name -> HookPoint, resolved once
 
-    def _hooks(self, hooks: HookList) -> Any:
-        return self.model.hooks(fwd_hooks=list(hooks)) if hooks else nullcontext()
+    @contextmanager
+    def _hooks(self, hooks: HookList) -> Iterator[None]:
+        """Forward hooks for the duration of a run: what ``model.hooks`` does for the names
+        the engines pass (plain hook points, not filters), without its per-call price. The
+        bridge's context rebuilds the whole hook dictionary with its aliases twice per call
+        (~1-2 ms each); the engines enter it once per batch of a replay, which adaptive
+        tracing's scattered restorations run many of. The hook points are resolved once
+        through ``model.hook_dict`` and attached and removed as the bridge's context does
+        (the same ``add_hook``, with the alias names in compatibility mode)."""
+        added = []
+        try:
+            for name, fn in hooks:
+                point = self._points.get(name)
+                if point is None:
+                    point = self._points[name] = self.model.hook_dict[name]
+                aliases = None
+                if getattr(self.model, "compatibility_mode", False) and name != point.name:
+                    aliases = [n for n in (point.name, name) if n is not None]
+                added.append((point, point.add_hook(fn, dir="fwd", alias_names=aliases)))
+            yield
+        finally:
+            for point, handle in added:
+                handle.hook.remove()
+                point.fwd_hooks[:] = [h for h in point.fwd_hooks if h is not handle]
 
     @torch.no_grad()
     def run(

@@ -55,7 +55,7 @@ from mechlin.recall._engines import (
     TraceEngine,
     TraceSetup,
     last_position_only,
-    trace_metric,
+    metric_of_logits,
 )
 from mechlin.recall._replay import decoder_layers
 from mechlin.results import Result
@@ -387,19 +387,18 @@ def prepare_trace(
         raise EmptyInputError("positions and layers must not be empty")
     device = clean.device
 
-    # Clean run: the answer, and the clean states that restorations copy.
+    # Clean run: the clean states that restorations copy, and the last position's final state
+    # (read out below, with the corrupted rows).
     site = _SITE[kind]
     names = [sites.hook_name(model, site, layer) for layer in range(n_layers)]
     final_name = sites.hook_name(model, "final_resid")
     with model.hooks(fwd_hooks=[(final_name, last_position_only)]):
-        clean_logits, clean_cache = model.run_with_cache(clean, names_filter=[*names, final_name])
+        _, clean_cache = model.run_with_cache(
+            clean, names_filter=[*names, final_name], return_type=None
+        )
     clean_states = torch.stack([clean_cache[n][0] for n in names])  # (layer, pos, d_model)
-    if answer is None:
-        answer_id = int(clean_logits[0, -1].argmax())
-        multi = False
-    else:
-        ids = answer_tokens(model, answer)
-        answer_id, multi = ids[0], len(ids) > 1
+    clean_final = clean_cache[final_name][:, -1]  # (1, d_model)
+    answer_ids = None if answer is None else answer_tokens(model, answer)
 
     # Corruption.
     if corrupted_prompt is not None:
@@ -421,21 +420,30 @@ def prepare_trace(
         )
         corrupt = clean.expand(n_samples, -1)
         n_rows = n_samples
-    setup = TraceSetup(clean, corrupt, noise_tensor, span, answer_id, None)
 
     engine = _engine(model, method)
-    baseline = engine.corrupted_final(setup)  # (rows, d_model) at the last position
+    # The corrupted run reads no answer (answer_id -1 until the readout below chooses it).
+    baseline = engine.corrupted_final(TraceSetup(clean, corrupt, noise_tensor, span, -1, None))
+    # One readout of the corrupted rows and the clean row (each readout reads the whole
+    # unembedding: 671 MB for gemma-3); sites.unembed validates it once, the engines then skip
+    # the validation (readout_logits).
+    logits = sites.unembed(model, torch.cat([baseline, clean_final.to(baseline.dtype)]))
+    if answer_ids is None:
+        answer_id, multi = int(logits[-1].argmax()), False
+    else:
+        answer_id, multi = answer_ids[0], len(answer_ids) > 1
+    contrast_id = None
     if metric == "logit_diff":
         contrast_id = (
             answer_tokens(model, contrast)[0]
             if contrast is not None
-            else _top_other(model, baseline, answer_id)
+            else _top_other(logits[:-1], answer_id)
         )
-        setup = TraceSetup(clean, corrupt, noise_tensor, span, answer_id, contrast_id)
-    sites.unembed(model, baseline[:1])  # validates the readout once; the engines then skip it
-    corrupt_rows = trace_metric(model, baseline, setup, metric).float().cpu()
+    setup = TraceSetup(clean, corrupt, noise_tensor, span, answer_id, contrast_id)
+    scores = metric_of_logits(logits, setup, metric).float().cpu()
+    corrupt_rows = scores[:-1]
     p_corrupt = float(corrupt_rows.mean())
-    p_clean = float(trace_metric(model, clean_cache[final_name][:, -1], setup, metric).mean())
+    p_clean = float(scores[-1])
 
     return PreparedTrace(
         model=model,
@@ -460,8 +468,9 @@ def prepare_trace(
     )
 
 
-def _top_other(model: Model, final_resid: Tensor, answer_id: int) -> int:
-    probs = sites.unembed(model, final_resid).float().softmax(-1).mean(0)
+def _top_other(logits: Tensor, answer_id: int) -> int:
+    """The contrast of ``metric="logit_diff"``: the corrupted runs' likeliest other token."""
+    probs = logits.float().softmax(-1).mean(0)
     probs[answer_id] = -1
     return int(probs.argmax())
 
