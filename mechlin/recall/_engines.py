@@ -175,7 +175,7 @@ class ReplayEngine:
 
     def _hook_name(self, site: sites.LayerSite, layer: int) -> str:
         """``sites.hook_name``, checked once per site and layer (each check copies the
-        bridge's hook dictionary: ~1 ms, once per restored layer of every batch)."""
+        bridge's hook dictionary: ~0.6 ms on smollm2, once per restored layer of every batch)."""
         if (site, layer) not in self._names:
             self._names[site, layer] = sites.hook_name(self.model, site, layer)
         return self._names[site, layer]

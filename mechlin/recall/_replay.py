@@ -69,10 +69,10 @@ class Replayer:
         """Forward hooks for the duration of a run: what ``model.hooks`` does for the names
         the engines pass (plain hook points, not filters), without its per-call price. The
         bridge's context rebuilds the whole hook dictionary with its aliases twice per call
-        (~1-2 ms each); the engines enter it once per batch of a replay, which adaptive
-        tracing's scattered restorations run many of. The hook points are resolved once
-        through ``model.hook_dict`` and attached and removed as the bridge's context does
-        (the same ``add_hook``, with the alias names in compatibility mode)."""
+        (~2.4 ms with 30 hooks on smollm2); the engines enter it once per batch of a replay,
+        which adaptive tracing's scattered restorations run many of. The hook points are
+        resolved once through ``model.hook_dict`` and attached and removed as the bridge's
+        context does (the same ``add_hook``, with the alias names in compatibility mode)."""
         added = []
         try:
             for name, fn in hooks:
