@@ -19,10 +19,10 @@ by ``benchmarks/adaptive_trace.py`` (for its settings).
 Run: .venv/bin/python benchmarks/adaptive_policies.py [--data benchmarks/out/adaptive ...]
      [--screens 0 0.2 0.3 0.4] [--screen-samples 1 2 3] [--budgets 0.1]
      [--linearize metric logprob] [--refine kind none 0.5:1.0 0.7:2.0,0.35:0.7]
-     [--strides kind 1 3]
+     [--strides kind 1 3] [--max-exact kind 0 24]
 
-``kind`` (--screens, --screen-samples, --refine, --strides) replays adaptive_trace's default for
-each kind (``SCREEN_DEFAULTS``).
+``kind`` (--screens, --screen-samples, --refine, --strides, --max-exact) replays
+adaptive_trace's default for each kind (``SCREEN_DEFAULTS``).
 """
 
 from __future__ import annotations
@@ -67,7 +67,17 @@ def _costs(kind: str, n_layers: int, n_pos: int, window: int = 10) -> torch.Tens
 
 
 def replay_scores(
-    rec: dict, *, budget, check, screen, screen_samples, linearize, refine=(), stride=1, seed=0
+    rec: dict,
+    *,
+    budget,
+    check,
+    screen,
+    screen_samples,
+    linearize,
+    refine=(),
+    stride=1,
+    max_exact=0,
+    seed=0,
 ) -> tuple[torch.Tensor, _Plan, _TableRestorer]:
     """adaptive_trace's scores of one saved (fact, kind) for these settings (metric "prob")."""
     table, corrupt_rows = rec["table"], rec["corrupt_rows"]
@@ -92,6 +102,7 @@ def replay_scores(
         seed=seed,
         refine=refine,
         stride=stride,
+        max_exact=max_exact,
     )
     return _plan_scores(ie, plan, restorer), plan, restorer
 
@@ -146,6 +157,14 @@ def main() -> None:
     p.add_argument("--screen-samples", nargs="+", type=_or_kind(int), default=[1, 2, 3])
     p.add_argument("--strides", nargs="+", type=_or_kind(int), default=[None])
     p.add_argument("--budgets", nargs="+", type=float, default=[0.1])
+    p.add_argument(
+        "--max-exact",
+        nargs="+",
+        type=_or_kind(int),
+        default=[None],
+        help="caps on the cells restored exactly: 'kind' (adaptive_trace's default for the "
+        "kind, SCREEN_DEFAULTS) or a number (0: no cap)",
+    )
     p.add_argument("--check", type=float, default=0.25)
     p.add_argument("--linearize", nargs="+", default=["metric", "logprob"])
     p.add_argument(
@@ -165,10 +184,10 @@ def main() -> None:
     if not records:
         raise SystemExit(f"no saved traces under {args.data}: run adaptive_trace.py first")
     print(
-        "| model | kind | facts | budget | linearize | screen | screen samples | refine | stride | "
-        "recall@10 | found | work | cost |"
+        "| model | kind | facts | budget | max exact | linearize | screen | screen samples | "
+        "refine | stride | recall@10 | found | work | cost |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for model, recs in records.items():
         kinds = sorted({r["kind"] for r in recs}, key=["resid", "mlp", "attn"].index)
         for kind in kinds:
@@ -180,11 +199,14 @@ def main() -> None:
                 args.screen_samples,
                 args.refine,
                 args.strides,
+                args.max_exact,
             )
-            for budget, linearize, screen, m_given, refine, stride in grid:
+            for budget, linearize, screen, m_given, refine, stride, cap in grid:
                 if not screen and m_given != args.screen_samples[0]:
                     continue  # no screen: the number of its samples does not matter
-                screen, m, refine, stride = screen_for(kind, screen, m_given, refine, stride)
+                screen, m, refine, stride, cap = screen_for(
+                    kind, screen, m_given, refine, stride, cap
+                )
                 got = [
                     replay(
                         r,
@@ -195,13 +217,15 @@ def main() -> None:
                         linearize=linearize,
                         refine=refine,
                         stride=stride,
+                        max_exact=cap,
                         seed=0,  # adaptive_trace's default: the same random sample
                     )
                     for r in mine
                 ]
                 mean = {k: statistics.fmean(g[k] for g in got) for k in got[0]}
                 print(
-                    f"| {model} | {kind} | {len(mine)} | {budget:g} | {linearize} | {screen:g} | "
+                    f"| {model} | {kind} | {len(mine)} | {budget:g} | {cap or '-'} | {linearize} | "
+                    f"{screen:g} | "
                     f"{m if screen else '-'} | {_stages_text(refine)} | {stride} | "
                     f"{mean['recall']:.2f} | "
                     f"{mean['found']:.2f} | "

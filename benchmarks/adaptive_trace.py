@@ -30,7 +30,7 @@ settings resumes, and --summarize-only reports on the facts saved so far (an int
 
 Run: .venv/bin/python benchmarks/adaptive_trace.py [--models smollm2-135m gemma-3-270m]
      [--n-facts 50] [--skip-facts 0] [--kinds resid mlp attn] [--budget 0.1] [--screen 0.3]
-     [--screen-samples N] [--screen-stride N]
+     [--screen-samples N] [--screen-stride N] [--max-exact N]
      [--linearize metric|logprob] [--refine 0.5:1.0] [--device cpu|cuda]
      [--dtype float32|bfloat16]
      [--rome-facts 1] [--threads 1] [--out DIR] [--summarize-only]
@@ -100,6 +100,7 @@ def trace_fact(model, fact, args) -> dict:
         screen_samples=args.screen_samples,
         screen_stride=args.screen_stride,
         refine=args.refine,
+        max_exact=args.max_exact,
         linearize=args.linearize,
     )
     out: dict = {"subject": fact.subject, "prompt": fact.prompt, "kinds": {}}
@@ -164,6 +165,8 @@ def run_model(name: str, args: argparse.Namespace) -> dict:
     if args.screen is None:
         settings["screen"] = "by kind"  # adaptive_trace's SCREEN_DEFAULTS
     settings["screen_stride"] = args.screen_stride or "by kind"
+    if args.max_exact != 0:  # (settings of runs before the cap stay as they were)
+        settings["max_exact"] = "by kind" if args.max_exact is None else args.max_exact
     if args.refine is None:
         settings["refine"] = "by kind"
     elif args.refine:  # (settings of runs without it stay as they were)
@@ -363,6 +366,7 @@ def summarize(name, model, facts, records, n_layers, args) -> dict:
         "screen_samples": args.screen_samples,
         "screen_stride": args.screen_stride,
         "refine": args.refine,
+        "max_exact": args.max_exact,
         "linearize": args.linearize,
         "per_kind": per_kind,
         "aie_points_inside_exact_95pct_band": band["the run's adaptive traces"]["strict"],
@@ -451,6 +455,12 @@ def main() -> None:
         "--screen-samples",
         type=int,
         help="noise samples of the screen (default: adaptive_trace's by kind, SCREEN_DEFAULTS)",
+    )
+    p.add_argument(
+        "--max-exact",
+        type=int,
+        help="cap on the cells restored exactly, 0 for none (default: adaptive_trace's by "
+        "kind, SCREEN_DEFAULTS; 0: the runs before the cap)",
     )
     p.add_argument("--linearize", default=None, choices=["metric", "logprob"])
     p.add_argument(

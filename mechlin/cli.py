@@ -213,7 +213,7 @@ def cmd_models(run: _Run) -> None:
     _say(f"{'tiny':14s} random tiny Llama built in-process (tests; also tiny-gemma3)")
 
 
-_SCREEN_OPTIONS = ("screen", "screen_samples", "screen_stride", "refine")
+_SCREEN_OPTIONS = ("screen", "screen_samples", "screen_stride", "refine", "max_exact")
 
 
 def cmd_trace(run: _Run) -> None:
@@ -227,8 +227,8 @@ def cmd_trace(run: _Run) -> None:
         budget = float(a.budget) if "." in a.budget else int(a.budget)
     elif any(getattr(a, k) is not None for k in _SCREEN_OPTIONS):
         raise ArgumentError(
-            "--screen, --screen-samples, --screen-stride and --refine shape adaptive tracing: "
-            "pass --budget too"
+            "--screen, --screen-samples, --screen-stride, --refine and --max-exact shape "
+            "adaptive tracing: pass --budget too"
         )
     model = run.model(a.model)
     kinds: tuple[Any, ...] = ("resid", "mlp", "attn") if a.kind == "all" else (a.kind,)
@@ -675,6 +675,12 @@ def build_parser() -> argparse.ArgumentParser:
         "stage by stage, as below:above shares of the budget's cells separated by commas "
         "(default by kind: 0.5:1.0 for resid and mlp, none for attn; none: rank by the screen "
         "alone, faster)",
+    )
+    t.add_argument(
+        "--max-exact",
+        type=int,
+        help="with --budget: restore at most this many cells exactly, whatever the prompt's "
+        "length (default by kind: 24 for mlp, no cap for resid and attn; 0: no cap)",
     )
 
     d = p["dissect"]

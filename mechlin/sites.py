@@ -127,12 +127,17 @@ def hook_names(model: Model, site: LayerSite) -> list[str]:
 
 @checked
 def unembed(
-    model: Model, resid: Float[Tensor, "... d_model"], *, apply_norm: bool = True
+    model: Model,
+    resid: Float[Tensor, "... d_model"],
+    *,
+    apply_norm: bool = True,
+    grad: bool = False,
 ) -> Float[Tensor, "... d_vocab"]:
     """Read residual-stream vectors as logits: the model's final norm, then its unembedding.
 
     With ``apply_norm=True`` this is exactly what the model does to its last residual state
     (the logit lens); ``False`` skips the final norm (as Geva et al.'s original projections do).
+    ``grad=True`` records autograd (to differentiate the logits); by default it does not.
     """
     from transformer_lens.tools.analysis import logit_readout  # noqa: PLC0415
 
@@ -142,7 +147,9 @@ def unembed(
             f"resid has shape {tuple(resid.shape)}: its last dimension must be the model's "
             f"d_model ({d_model})"
         )
-    readout = logit_readout(model, resid, apply_ln=apply_norm, return_type="logits")
+    readout = logit_readout(
+        model, resid, apply_ln=apply_norm, return_type="logits", enable_grad=grad
+    )
     return readout.values
 
 

@@ -94,9 +94,15 @@ class TraceEngine(Protocol):
     ``cell_scores`` gives scattered cells (``cells[k]`` at ``positions[k]``) on their own rows
     (``cell_rows[k]``): adaptive tracing completes some cells on the rows its screen left and
     restores others on all.
+    ``corrupted_final`` runs the corrupted rows and returns their last-position final states;
+    with ``keep`` (hook names) it records autograd and also returns those points' live
+    activations, so that one backward from the returned states gives their gradients
+    (``attribution.layer_estimates``): the attribution estimate shares this forward.
     """
 
-    def corrupted_final(self, setup: TraceSetup) -> Float[Tensor, "rows d_model"]: ...
+    def corrupted_final(
+        self, setup: TraceSetup, keep: Sequence[str] = ()
+    ) -> tuple[Float[Tensor, "rows d_model"], dict[str, Tensor]]: ...
 
     def row_scores(
         self,
@@ -180,26 +186,33 @@ class ReplayEngine:
             self._names[site, layer] = sites.hook_name(self.model, site, layer)
         return self._names[site, layer]
 
-    @torch.no_grad()
-    def corrupted_final(self, setup: TraceSetup) -> Tensor:
+    def corrupted_final(
+        self, setup: TraceSetup, keep: Sequence[str] = ()
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         model, n = self.model, self.n_layers
         rows = setup.corrupt.shape[0]
         pre = [sites.hook_name(model, "resid_pre", j) for j in range(n)]
         post = [sites.hook_name(model, "resid_post", j) for j in range(n)]
         saved: dict[str, Tensor] = {}
+        kept: dict[str, Tensor] = {}
 
-        def saver(name: str) -> Callable[..., None]:
+        def saver(name: str, into: dict[str, Tensor]) -> Callable[..., None]:
             def save(act: Tensor, hook: Any) -> None:
-                saved[name] = act  # hook.name may be an alias's canonical name
+                into[name] = act  # hook.name may be an alias's canonical name
 
             return save
 
-        hooks = _noise_hooks(model, setup, torch.arange(rows)) + [(h, saver(h)) for h in pre + post]
-        self.keys, self.values = self.replayer.run(setup.corrupt, hooks)
+        hooks = [
+            *_noise_hooks(model, setup, torch.arange(rows)),
+            *[(h, saver(h, saved)) for h in pre + post],
+            *[(h, saver(h, kept)) for h in keep],
+        ]
+        self.keys, self.values = self.replayer.run(setup.corrupt, hooks, grad=bool(keep))
         self._kwargs: dict[int, Sequence[dict[str, Any]]] = {}  # per position, for this run
-        self.resid_pre = [saved[h] for h in pre]  # each (rows, pos, d_model)
-        self.resid_post = [saved[h] for h in post]
-        return self.resid_post[-1][:, -1]
+        self.resid_pre = [saved[h].detach() for h in pre]  # each (rows, pos, d_model)
+        self.resid_post = [saved[h].detach() for h in post]
+        with torch.set_grad_enabled(bool(keep)):  # a view taken without autograd cuts the graph
+            return saved[post[-1]][:, -1], kept
 
     @torch.no_grad()
     def row_scores(
@@ -449,10 +462,22 @@ class PackedEngine:
     def __init__(self, model: Model) -> None:
         self.model = model
 
-    @torch.no_grad()
-    def corrupted_final(self, setup: TraceSetup) -> Tensor:
+    def corrupted_final(
+        self, setup: TraceSetup, keep: Sequence[str] = ()
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         rows = setup.corrupt.shape[0]
-        return self._final(setup.corrupt, _noise_hooks(self.model, setup, torch.arange(rows)))
+        kept: dict[str, Tensor] = {}
+
+        def saver(name: str) -> Callable[..., None]:
+            def save(act: Tensor, hook: Any) -> None:
+                kept[name] = act
+
+            return save
+
+        hooks = _noise_hooks(self.model, setup, torch.arange(rows))
+        with torch.set_grad_enabled(bool(keep)):
+            final = self._final(setup.corrupt, [*hooks, *[(h, saver(h)) for h in keep]])
+        return final, kept
 
     def _final(self, tokens: Tensor, hooks: list[tuple[str, Callable[..., Any]]]) -> Tensor:
         name = sites.hook_name(self.model, "final_resid")

@@ -89,17 +89,18 @@ class Replayer:
                 handle.hook.remove()
                 point.fwd_hooks[:] = [h for h in point.fwd_hooks if h is not handle]
 
-    @torch.no_grad()
     def run(
-        self, tokens: Tensor, hooks: HookList = ()
+        self, tokens: Tensor, hooks: HookList = (), *, grad: bool = False
     ) -> tuple[list[Float[Tensor, "batch kv_head pos d_head"]], list[Tensor]]:
-        """Full forward of ``tokens`` [batch, pos]; returns every layer's keys and values."""
+        """Full forward of ``tokens`` [batch, pos]; returns every layer's keys and values
+        (detached). ``grad=True`` records autograd, for hooks that keep activations to
+        differentiate (the values computed are the same bit for bit: tests)."""
         cache = self._cache_cls()
         base = self.hf.model  # the decoder without the unembedding: no logits are needed
-        with self._hooks(hooks):
+        with torch.set_grad_enabled(grad), self._hooks(hooks):
             base(input_ids=tokens, past_key_values=cache, use_cache=True)  # type: ignore[operator]
-        keys: list[Tensor] = [layer.keys for layer in cache.layers]  # type: ignore[union-attr,misc]
-        values: list[Tensor] = [layer.values for layer in cache.layers]  # type: ignore[union-attr,misc]
+        keys = [layer.keys.detach() for layer in cache.layers]  # type: ignore[union-attr]
+        values = [layer.values.detach() for layer in cache.layers]  # type: ignore[union-attr]
         return keys, values
 
     def prefix_cache(

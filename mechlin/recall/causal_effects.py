@@ -199,11 +199,12 @@ def average_causal_effects(
             screen on 2 noise samples, the ``budget`` share (or number) of cells ranked highest
             and a random sample restored exactly (``mechlin.recall.attribution``).
         adaptive: further options of ``adaptive_trace`` (``screen``, ``screen_samples``,
-            ``screen_stride``, ``refine``, ``check``, ``linearize``, ``rounds``,
-            ``stop_below``); its defaults otherwise, but for ``screen``: 1.0, every cell the
-            corruption reaches is screened (ours), ``screen_samples``: 2 and
-            ``screen_stride``: 1 for every kind, and ``refine``: () (every cell is
-            screened already; the figure averages cells, it does not rank them). An average
+            ``screen_stride``, ``refine``, ``max_exact``, ``check``, ``linearize``,
+            ``rounds``, ``stop_below``); its defaults otherwise, but for ``screen``: 1.0,
+            every cell the corruption reaches is screened (ours), ``screen_samples``: 2 and
+            ``screen_stride``: 1 for every kind, ``refine``: () (every cell is screened
+            already; the figure averages cells, it does not rank them) and ``max_exact``: 0
+            (the whole ``budget``, as measured below; the cap serves a ranking). An average
             keeps the bias of whatever fills the cells not restored, and the attribution
             estimate is biased where it fails (early MLP and attention windows at the
             subject); a screened cell is exact on its noise samples, so its error averages out
@@ -268,6 +269,7 @@ _ADAPTIVE_OPTIONS = (
     "screen_samples",
     "screen_stride",
     "refine",
+    "max_exact",
     "check",
     "linearize",
     "rounds",
@@ -279,6 +281,7 @@ SWEEP_DEFAULTS: dict[str, Any] = {
     "screen_samples": 2,
     "screen_stride": 1,
     "refine": (),
+    "max_exact": 0,
 }
 
 

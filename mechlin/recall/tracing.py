@@ -294,6 +294,16 @@ def causal_trace(
     return prep.result(scores)
 
 
+@dataclass(frozen=True)
+class CorruptedGraph:
+    """The corrupted run with its autograd graph (``prepare_trace(keep_graph=True)``): the
+    attribution estimate differentiates the metric of these logits, so it needs no forward
+    of its own."""
+
+    logits: Tensor  # (rows, d_vocab): the corrupted rows' last-position logits
+    activations: dict[str, Tensor]  # the site's hook name per layer -> its live activation
+
+
 @dataclass
 class PreparedTrace:
     """A trace with its clean and corrupted runs done: what every cell's restoration needs.
@@ -322,6 +332,12 @@ class PreparedTrace:
     metric: str
     n_rows: int
     corrupted_prompt: str | None
+    graph: CorruptedGraph | None = None  # prepare_trace(keep_graph=True): for one backward
+
+    def take_graph(self) -> CorruptedGraph | None:
+        """The corrupted run's autograd graph, once (a backward frees it); then None."""
+        graph, self.graph = self.graph, None
+        return graph
 
     def result(self, scores: Tensor) -> CausalTrace:
         """The ``CausalTrace`` of these runs with the given (layer, position) scores."""
@@ -369,8 +385,14 @@ def prepare_trace(
     layers: Sequence[int] | None,
     contrast: str | None,
     method: str,
+    keep_graph: bool = False,
 ) -> PreparedTrace:
-    """The clean run, the corruption and the corrupted baseline of ``causal_trace``."""
+    """The clean run, the corruption and the corrupted baseline of ``causal_trace``.
+
+    ``keep_graph=True`` (the attribution estimate's): the corrupted run records autograd and
+    keeps its logits and the site's activations (``PreparedTrace.graph``), so the estimate
+    needs no forward of its own. Its values are the same bit for bit (tests).
+    """
     if kind not in _SITE:
         raise ArgumentError(f"kind must be 'resid', 'mlp' or 'attn', not {kind!r}")
     if metric not in ("prob", "logprob", "logit_diff"):
@@ -423,11 +445,18 @@ def prepare_trace(
 
     engine = _engine(model, method)
     # The corrupted run reads no answer (answer_id -1 until the readout below chooses it).
-    baseline = engine.corrupted_final(TraceSetup(clean, corrupt, noise_tensor, span, -1, None))
+    keep = names if keep_graph else []
+    baseline, kept = engine.corrupted_final(
+        TraceSetup(clean, corrupt, noise_tensor, span, -1, None), keep
+    )
     # One readout of the corrupted rows and the clean row (each readout reads the whole
     # unembedding: 671 MB for gemma-3); sites.unembed validates it once, the engines then skip
     # the validation (readout_logits).
-    logits = sites.unembed(model, torch.cat([baseline, clean_final.to(baseline.dtype)]))
+    with torch.set_grad_enabled(bool(keep)):  # prepare_trace runs without autograd
+        final = torch.cat([baseline, clean_final.to(baseline.dtype)])
+        logits = sites.unembed(model, final, grad=bool(keep))
+        graph = CorruptedGraph(logits[:-1], kept) if keep else None
+    logits = logits.detach()
     if answer_ids is None:
         answer_id, multi = int(logits[-1].argmax()), False
     else:
@@ -465,6 +494,7 @@ def prepare_trace(
         metric=metric,
         n_rows=n_rows,
         corrupted_prompt=corrupted_prompt,
+        graph=graph,
     )
 
 

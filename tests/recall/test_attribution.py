@@ -99,6 +99,61 @@ def test_logprob_linearisation_of_the_logprob_is_the_plain_estimate(tiny) -> Non
     assert torch.equal(a.scores, b.scores)
 
 
+def _prepare(model, *, method="auto", keep_graph=False, **kw):
+    from mechlin.recall.tracing import prepare_trace
+
+    args = dict(
+        answer=None, kind="resid", window=2, noise=2.0, n_samples=3, seed=0,
+        corrupted_prompt=None, metric="prob", positions=None, layers=None, contrast=None,
+    )  # fmt: skip
+    return prepare_trace(
+        model, PROMPT, SUBJECT, method=method, keep_graph=keep_graph, **{**args, **kw}
+    )
+
+
+@pytest.mark.parametrize("fixture", ["tiny", "tiny_gemma"])
+@pytest.mark.parametrize("method", ["replay", "packed"])
+@pytest.mark.parametrize("kind", ["resid", "mlp", "attn"])
+def test_estimate_from_the_kept_graph_is_the_separate_forward(fixture, method, kind, request):
+    # prepare_trace(keep_graph=True) records the corrupted run, and the estimate differentiates
+    # it instead of running its own forward: the same baseline bit for bit, and the same
+    # estimate to float32 rounding (the backward's sums may run in another order; on the
+    # bundled models they agree bit for bit).
+    from mechlin.recall.attribution import layer_estimates
+
+    model = request.getfixturevalue(fixture)
+    kept = _prepare(model, method=method, keep_graph=True, kind=kind)
+    plain = _prepare(model, method=method, kind=kind)
+    assert kept.graph is not None and plain.graph is None
+    assert torch.equal(kept.corrupt_rows, plain.corrupt_rows)
+    if method == "replay":  # the states that every restoration replays from
+        saved = kept.engine.keys + kept.engine.values + kept.engine.resid_post
+        assert not any(t.requires_grad for t in saved)
+        want = plain.engine.keys + plain.engine.values + plain.engine.resid_post
+        assert all(torch.equal(a, b) for a, b in zip(saved, want, strict=True))
+    got, got_moved = layer_estimates(kept, "logprob")
+    assert kept.graph is None  # a backward frees the graph: it serves one estimate
+    want, want_moved = layer_estimates(plain, "logprob")
+    scale = float(want.abs().max())
+    assert scale > 1e-5 and torch.equal(got_moved, want_moved)
+    assert torch.allclose(got, want, rtol=0, atol=1e-5 * scale)
+    again, _ = layer_estimates(kept, "metric")  # after the graph: a forward of its own
+    assert torch.equal(again, layer_estimates(plain, "metric")[0])
+
+
+def test_estimate_falls_back_when_the_graph_lacks_a_gradient(tiny) -> None:
+    # A hooked tensor that the forward does not consume has no gradient in the recorded graph
+    # (TransformerLens converts some hook points); the estimate then runs its own forward.
+    from mechlin.recall.attribution import layer_estimates
+
+    kept = _prepare(tiny, keep_graph=True, kind="attn")
+    name = next(iter(kept.graph.activations))
+    kept.graph.activations[name] = kept.graph.activations[name].detach().requires_grad_()
+    want, _ = layer_estimates(_prepare(tiny, kind="attn"), "metric")
+    got, _ = layer_estimates(kept, "metric")
+    assert float(want[:, 0].abs().max()) > 0 and torch.equal(got, want)
+
+
 def test_the_reference_derivative_is_the_finite_difference() -> None:
     # The reference above, checked against central differences in float64 (the tiny Llama's
     # RMSNorm computes in float32, so h cannot be small: the agreement is to ~1e-4).
@@ -251,6 +306,24 @@ def test_screen_defaults_by_kind(tiny, kind) -> None:
     assert mine.n_inferred > 0 and "one layer in 2 of the grid" in mine.summary()
 
 
+@pytest.mark.parametrize("kind", ["resid", "mlp"])
+def test_max_exact_caps_the_budget(tiny, kind) -> None:
+    # max_exact caps the cells restored exactly (the random sample included) whatever the
+    # grid's size; None takes the kind's cap (SCREEN_DEFAULTS: 24 for mlp, none for resid);
+    # 0 is no cap.
+    kw = dict(kind=kind, n_samples=4, noise=2.0, budget=1.0, window=2)
+    whole = adaptive_trace(tiny, PROMPT, SUBJECT, max_exact=0, **kw)
+    n_cells = whole.scores.numel()
+    assert whole.budget == n_cells > 24 and bool(whole.exact.all())
+    capped = adaptive_trace(tiny, PROMPT, SUBJECT, max_exact=7, **kw)
+    assert capped.budget == 7 and capped.n_exact == 7
+    assert int(capped.checked.sum()) == round(0.25 * 7)  # the random sample is part of it
+    by_kind = adaptive_trace(tiny, PROMPT, SUBJECT, **kw)
+    cap = SCREEN_DEFAULTS[kind].max_exact
+    assert cap == (24 if kind == "mlp" else 0)
+    assert by_kind.budget == (cap or n_cells) and by_kind.n_exact == by_kind.budget
+
+
 def test_refine_rescreens_the_cells_near_the_cut(tiny) -> None:
     # One refinement stage: the screened cells ranked within n (= 6) of the cut are restored
     # on the first 4 of 6 noise samples (2 more than the screen); priority and scores of those
@@ -360,6 +433,7 @@ def test_stop_rule_ends_early(tiny) -> None:
         (dict(screen=1.5), "at most 1"),
         (dict(screen_samples=0), "screen_samples=0"),
         (dict(screen_stride=0), "screen_stride=0"),
+        (dict(max_exact=-1), "max_exact=-1"),
         (dict(refine=((-1.0, 1.0),)), ">= 0"),
         (dict(refine=((0.5, math.inf),)), ">= 0"),
         (dict(linearize="log"), "linearize='log'"),
