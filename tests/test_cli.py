@@ -178,12 +178,13 @@ def test_trace_with_a_budget_is_adaptive(tmp_path: Path) -> None:
     assert bad.returncode == 2 and "budget=0" in bad.stderr
     screened = mechlin_cmd(
         "trace", "tiny", "Big Ben is in", "Big Ben", "--n-samples", "4", "--budget", "0.3",
-        "--screen", "0.5", "--out", tmp_path / "screened", cwd=tmp_path,
+        "--screen", "0.5", "--max-exact", "3", "--out", tmp_path / "screened", cwd=tmp_path,
     )  # fmt: skip
     assert screened.returncode == 0, screened.stderr
     trace = mechlin.AdaptiveTrace.load(tmp_path / "screened" / "result.pt")
     assert trace.screen_samples == 1 and trace.n_screened > 0  # resid's default: 1 sample
     assert trace.refine == SCREEN_DEFAULTS["resid"].refine and int(trace.samples.max()) == 4
+    assert trace.budget == 3 < math.ceil(0.3 * trace.scores.numel())  # --max-exact caps it
 
 
 @pytest.mark.parametrize(
@@ -193,6 +194,7 @@ def test_trace_with_a_budget_is_adaptive(tmp_path: Path) -> None:
         ("--screen-samples", "2"),
         ("--screen-stride", "2"),
         ("--refine", "none"),
+        ("--max-exact", "5"),
     ],
 )
 def test_adaptive_options_need_a_budget(tmp_path: Path, flag: tuple[str, str]) -> None:
