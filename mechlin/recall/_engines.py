@@ -150,6 +150,16 @@ def _noise_hooks(
     return [(sites.hook_name(model, "embed"), add_noise)]
 
 
+def _saver(name: str, into: dict[str, Tensor]) -> Callable[..., None]:
+    """A forward hook that keeps its activation in ``into[name]`` (as given: with autograd,
+    when the run records it)."""
+
+    def save(act: Tensor, hook: Any) -> None:
+        into[name] = act  # hook.name may be an alias's canonical name
+
+    return save
+
+
 def _rows_per_chunk(model: Model, n_new: int, n_pos: int, prefix: int, budget: int) -> int:
     cfg = model.cfg
     kv_dim = int(getattr(cfg, "n_key_value_heads", None) or cfg.n_heads) * int(cfg.d_head)
@@ -195,17 +205,10 @@ class ReplayEngine:
         post = [sites.hook_name(model, "resid_post", j) for j in range(n)]
         saved: dict[str, Tensor] = {}
         kept: dict[str, Tensor] = {}
-
-        def saver(name: str, into: dict[str, Tensor]) -> Callable[..., None]:
-            def save(act: Tensor, hook: Any) -> None:
-                into[name] = act  # hook.name may be an alias's canonical name
-
-            return save
-
         hooks = [
             *_noise_hooks(model, setup, torch.arange(rows)),
-            *[(h, saver(h, saved)) for h in pre + post],
-            *[(h, saver(h, kept)) for h in keep],
+            *[(h, _saver(h, saved)) for h in pre + post],
+            *[(h, _saver(h, kept)) for h in keep],
         ]
         self.keys, self.values = self.replayer.run(setup.corrupt, hooks, grad=bool(keep))
         self._kwargs: dict[int, Sequence[dict[str, Any]]] = {}  # per position, for this run
@@ -467,16 +470,9 @@ class PackedEngine:
     ) -> tuple[Tensor, dict[str, Tensor]]:
         rows = setup.corrupt.shape[0]
         kept: dict[str, Tensor] = {}
-
-        def saver(name: str) -> Callable[..., None]:
-            def save(act: Tensor, hook: Any) -> None:
-                kept[name] = act
-
-            return save
-
         hooks = _noise_hooks(self.model, setup, torch.arange(rows))
         with torch.set_grad_enabled(bool(keep)):
-            final = self._final(setup.corrupt, [*hooks, *[(h, saver(h)) for h in keep]])
+            final = self._final(setup.corrupt, [*hooks, *[(h, _saver(h, kept)) for h in keep]])
         return final, kept
 
     def _final(self, tokens: Tensor, hooks: list[tuple[str, Callable[..., Any]]]) -> Tensor:
