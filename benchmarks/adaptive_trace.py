@@ -173,17 +173,24 @@ def run_model(name: str, args: argparse.Namespace) -> dict:
         settings["refine"] = [list(stage) for stage in args.refine]
     if args.skip_facts:
         settings["skip_facts"] = args.skip_facts
+    # A share budget rounds down to whole cells (before, up: gemma-3's 18-layer grids restored
+    # 10.2-10.3%); stores from before do not resume (--summarize-only still reads them).
+    settings["budget_cells"] = "rounded down"
     store = Path(args.out) / "facts" / name
     store.mkdir(parents=True, exist_ok=True)
     saved = store / "settings.json"
     # Runs from before the stride screened every layer (and recorded screen 0.3): they resume
     # with --screen 0.3 --screen-stride 1.
-    if saved.exists() and {"screen_stride": 1} | json.loads(saved.read_text()) != settings:
+    mismatch = saved.exists() and {"screen_stride": 1} | json.loads(saved.read_text()) != settings
+    if mismatch and args.summarize_only:  # reports on what is saved, traces nothing
+        print(f"{store}: facts traced with other settings: {saved.read_text()}")
+    elif mismatch:
         raise SystemExit(
             f"{store} holds facts traced with other settings ({saved.read_text()}); "
             "pass another --out or delete it"
         )
-    saved.write_text(json.dumps(settings))
+    if not mismatch:
+        saved.write_text(json.dumps(settings))
     # warm-up (first calls allocate and compile kernels)
     causal_trace(model, facts[0].prompt, facts[0].subject, layers=[0], n_samples=args.n_samples)
     records = []

@@ -647,8 +647,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--budget",
         help="adaptive tracing: estimate every cell by attribution patching, screen the highest "
-        "on a few noise samples, and restore exactly only this share (0.1) or number (25) of "
-        "the cells ranked highest",
+        "on a few noise samples, and restore exactly only this share (0.1, rounded down to whole "
+        "cells) or number (25) of the cells ranked highest",
     )
     t.add_argument(
         "--screen",

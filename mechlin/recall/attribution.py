@@ -410,7 +410,9 @@ def _n_cells(budget: float | int, total: int, name: str) -> int:
                 f"{name}={budget!r} is a share of the cells and must be at most 1; pass an int "
                 "for a number of cells"
             )
-        return max(1, min(total, math.ceil(budget * total)))
+        # Rounded down (a share is an upper bound), the 1e-9 absorbing float error in the
+        # product (0.1 * 30 is 3.0000000000000004); at least one cell.
+        return max(1, min(total, math.floor(budget * total + 1e-9)))
     return min(total, int(budget))
 
 
@@ -763,8 +765,9 @@ def adaptive_trace(
        the estimate elsewhere (``AdaptiveTrace``: ``exact``, ``screened``).
 
     Args:
-        budget: cells restored exactly: a share of the grid (float in (0, 1]) or a number of
-            cells (int), the random sample included. Ours: 0.1.
+        budget: cells restored exactly: a share of the grid (float in (0, 1], rounded down
+            to whole cells, at least one) or a number of cells (int), the random sample
+            included. Ours: 0.1.
         max_exact: at most this many cells restored exactly, whatever the grid's size (the
             budget's cells, the random sample included); 0: no cap. The strong cells of a
             trace are a handful however long the prompt, so a share of a long prompt's grid

@@ -231,6 +231,8 @@ def average_causal_effects(
     extra = _adaptive_options(adaptive) if method == "adaptive" else {}
     if method != "exact":  # (stores of exact runs keep the settings they always had)
         settings.update(method=method, budget=budget, adaptive=extra)
+        if isinstance(budget, float):  # stores from when a share rounded up do not resume
+            settings["budget_cells"] = "rounded down"
     store = None
     if out is not None:
         settings["model"] = model_fingerprint(model)

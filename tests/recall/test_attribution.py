@@ -15,6 +15,7 @@ from mechlin.recall.attribution import (
     SCREEN_DEFAULTS,
     AdaptiveTrace,
     AttributionTrace,
+    _n_cells,
     adaptive_trace,
     attribution_patch,
 )
@@ -208,7 +209,7 @@ def test_adaptive_exact_cells_are_the_exact_trace(fixture, kind, mode, method, r
     adaptive = adaptive_trace(model, PROMPT, SUBJECT, budget=0.3, **kw)
     assert isinstance(adaptive, AdaptiveTrace)
     mask = adaptive.exact
-    assert 0 < adaptive.n_exact <= adaptive.budget == math.ceil(0.3 * exact.scores.numel())
+    assert 0 < adaptive.n_exact <= adaptive.budget == math.floor(0.3 * exact.scores.numel())
     assert torch.allclose(adaptive.scores[mask], exact.scores[mask], atol=1e-6, rtol=0)
     plain = ~mask & ~adaptive.screened & ~adaptive.inferred  # (mlp's screen strides)
     assert torch.equal(adaptive.scores[plain], adaptive.estimate[plain])
@@ -443,6 +444,22 @@ def test_stop_rule_ends_early(tiny) -> None:
 def test_bad_budget(tiny, kwargs, fragment) -> None:
     with pytest.raises(ArgumentError, match=fragment.replace(".", r"\.")):
         adaptive_trace(tiny, PROMPT, SUBJECT, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("budget", "total", "cells"),
+    [
+        (0.1, 126, 12),  # gemma-3's 18 layers x 7 positions: 12.6 cells, at most 10% is 12
+        (0.1, 30, 3),  # 0.1 * 30 is 3.0000000000000004 in floats: still 3
+        (0.3, 210, 63),
+        (0.01, 50, 1),  # at least one cell
+        (1.0, 7, 7),
+        (5, 126, 5),  # a number of cells
+        (500, 126, 126),
+    ],
+)
+def test_a_budget_share_is_an_upper_bound(budget, total, cells) -> None:
+    assert _n_cells(budget, total, "budget") == cells
 
 
 def test_results_save_load_plot_and_table(tiny, tmp_path) -> None:
