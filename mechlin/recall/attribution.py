@@ -411,7 +411,7 @@ def _n_cells(budget: float | int, total: int, name: str) -> int:
                 "for a number of cells"
             )
         # Rounded down (a share is an upper bound), the 1e-9 absorbing float error in the
-        # product (0.1 * 30 is 3.0000000000000004); at least one cell.
+        # product (0.7 * 90 is 62.99999999999999); at least one cell.
         return max(1, min(total, math.floor(budget * total + 1e-9)))
     return min(total, int(budget))
 
