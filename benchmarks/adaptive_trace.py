@@ -181,16 +181,15 @@ def run_model(name: str, args: argparse.Namespace) -> dict:
     saved = store / "settings.json"
     # Runs from before the stride screened every layer (and recorded screen 0.3): they resume
     # with --screen 0.3 --screen-stride 1.
-    mismatch = saved.exists() and {"screen_stride": 1} | json.loads(saved.read_text()) != settings
-    if mismatch and args.summarize_only:  # reports on what is saved, traces nothing
+    if not saved.exists() or {"screen_stride": 1} | json.loads(saved.read_text()) == settings:
+        saved.write_text(json.dumps(settings))
+    elif args.summarize_only:  # reports on what is saved, traces nothing
         print(f"{store}: facts traced with other settings: {saved.read_text()}")
-    elif mismatch:
+    else:
         raise SystemExit(
             f"{store} holds facts traced with other settings ({saved.read_text()}); "
             "pass another --out or delete it"
         )
-    if not mismatch:
-        saved.write_text(json.dumps(settings))
     # warm-up (first calls allocate and compile kernels)
     causal_trace(model, facts[0].prompt, facts[0].subject, layers=[0], n_samples=args.n_samples)
     records = []
