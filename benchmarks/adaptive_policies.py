@@ -2,10 +2,11 @@
 
 ``benchmarks/adaptive_trace.py`` saves, per fact and kind, every cell's metric on every noise
 sample (the exact trace, before averaging) and each sample's first-order estimates. This script
-replays ``adaptive_trace``'s policy (``mechlin.recall.attribution._run_policy``, the very code
-the function runs, with a restorer that looks values up in the saved table instead of running
-the model; ``tests/recall/test_attribution.py`` checks the replay reproduces ``adaptive_trace``)
-for a grid of settings, and reports for each, per model and kind, mean over facts:
+replays ``adaptive_trace``'s policy (``mechlin.recall.adaptive_policy._run_policy``, the very
+code the function runs, with a restorer that looks values up in the saved table instead of
+running the model; ``tests/recall/test_adaptive.py`` checks the replay reproduces
+``adaptive_trace``) for a grid of settings, and reports for each, per model and kind, mean over
+facts:
 
   recall@10   share of the exact trace's 10 highest cells among the result's 10 highest
   found       share of them restored exactly
@@ -39,15 +40,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mechlin.cli import parse_refine
-from mechlin.recall.attribution import (
+from mechlin.recall.adaptive_policy import (
     _Plan,
     _plan_scores,
     _run_policy,
     _TableRestorer,
-    combine_rows,
     default_linearize,
     screen_for,
 )
+from mechlin.recall.attribution import combine_rows
 from mechlin.recall.tracing import window_layers
 
 

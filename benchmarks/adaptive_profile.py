@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import mechlin
-from mechlin.recall import attribution
+from mechlin.recall import adaptive
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from adaptive_trace import known_facts
@@ -53,13 +53,13 @@ def _timed(times: dict, label: str, fn):
 
 
 def profile(model, fact, kind: str, n_samples: int) -> dict:
-    prep = attribution.prepare_trace(
+    prep = adaptive.prepare_trace(
         model, fact.prompt, fact.subject, kind=kind, answer=None, window=10, noise="3sigma",
         n_samples=n_samples, seed=0, corrupted_prompt=None, metric="prob", positions=None,
         layers=None, contrast=None, method="auto",
     )  # fmt: skip
     t0 = time.perf_counter()
-    prep = attribution.prepare_trace(
+    prep = adaptive.prepare_trace(
         model, fact.prompt, fact.subject, kind=kind, answer=None, window=10, noise="3sigma",
         n_samples=n_samples, seed=0, corrupted_prompt=None, metric="prob", positions=None,
         layers=None, contrast=None, method="auto",
@@ -73,9 +73,9 @@ def profile(model, fact, kind: str, n_samples: int) -> dict:
     times: dict = defaultdict(float)
     counts: dict = defaultdict(int)
     originals = (
-        attribution.prepare_trace,
-        attribution.estimate_grid,
-        attribution._Restorer.restore,
+        adaptive.prepare_trace,
+        adaptive.estimate_grid,
+        adaptive._Restorer.restore,
     )
     # The policy restores the screen on some noise samples first, then each refinement stage on
     # more of them, then the ranked cells (and the random sample) on every sample (rows=None).
@@ -89,16 +89,16 @@ def profile(model, fact, kind: str, n_samples: int) -> dict:
         _timed(times, label, originals[2])(self, cells, rows)
         counts[label] += self.n_restored - before
 
-    attribution.prepare_trace = _timed(times, "prepare", originals[0])
-    attribution.estimate_grid = _timed(times, "estimate", originals[1])
-    attribution._Restorer.restore = restore
+    adaptive.prepare_trace = _timed(times, "prepare", originals[0])
+    adaptive.estimate_grid = _timed(times, "estimate", originals[1])
+    adaptive._Restorer.restore = restore
     try:
         t0 = time.perf_counter()
-        attribution.adaptive_trace(model, fact.prompt, fact.subject, kind=kind, n_samples=n_samples)
+        adaptive.adaptive_trace(model, fact.prompt, fact.subject, kind=kind, n_samples=n_samples)
         total = time.perf_counter() - t0
     finally:
-        attribution.prepare_trace, attribution.estimate_grid = originals[0], originals[1]
-        attribution._Restorer.restore = originals[2]
+        adaptive.prepare_trace, adaptive.estimate_grid = originals[0], originals[1]
+        adaptive._Restorer.restore = originals[2]
     times["other"] = total - sum(times[s] for s in STEPS if s != "other")
     return {
         "exact": exact,

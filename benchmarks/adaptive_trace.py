@@ -56,7 +56,8 @@ import mechlin
 from mechlin import viz
 from mechlin.cli import parse_refine
 from mechlin.datasets.facts import is_known, load_known_1000, next_token_logits
-from mechlin.recall.attribution import adaptive_trace, row_estimates
+from mechlin.recall.adaptive import adaptive_trace
+from mechlin.recall.attribution import row_estimates
 from mechlin.recall.causal_effects import BUCKETS, SWEEP_DEFAULTS, _aggregate, bucket_positions
 from mechlin.recall.tracing import causal_trace, embedding_std, prepare_trace
 

@@ -115,6 +115,7 @@ from mechlin.recall import (
 )
 from mechlin.runners import LocalRunner, ModelSource, RayRunner, Runner
 from mechlin.sites import hook_name, hook_names, unembed
+from mechlin.support import ModelSupport, check_support
 from mechlin.tiny import tiny_model
 from mechlin.tokens import answer_token, answer_tokens, find_subject_span
 
@@ -154,6 +155,7 @@ __all__ = [
     "MissingHookError",
     "MissingModelPackageError",
     "ModelSource",
+    "ModelSupport",
     "MultiTokenAnswerError",
     "NeuronActivations",
     "NeuronReport",
@@ -191,6 +193,7 @@ __all__ = [
     "attribution_patch",
     "average_causal_effects",
     "causal_trace",
+    "check_support",
     "classify_neurons",
     "cognition_vs_expression",
     "collect_activations",

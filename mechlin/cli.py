@@ -190,9 +190,24 @@ def _pre(text: str) -> str:
 # ---------------------------------------------------------------- commands
 
 
+def _check_model(run: _Run, name: str) -> None:
+    """``mechlin models --check PATH``: probe the model and print what it supports."""
+    from mechlin.recall._replay import replay_supported  # noqa: PLC0415
+    from mechlin.support import check_support  # noqa: PLC0415
+
+    model = run.model(name)
+    report = check_support(model)
+    engine = "layer replay" if replay_supported(model) else "packed full forwards"
+    _say(report.summary() + f"\n  causal tracing runs by {engine}")
+
+
 def cmd_models(run: _Run) -> None:
     import importlib.metadata  # noqa: PLC0415
     import importlib.util  # noqa: PLC0415
+
+    if run.args.check is not None:
+        _check_model(run, run.args.check)
+        return
 
     from mechlin._cache import MANIFEST, cache_root  # noqa: PLC0415
     from mechlin.models import BUNDLED_MODELS  # noqa: PLC0415
@@ -523,7 +538,11 @@ def cmd_cognition(run: _Run) -> None:
 # ---------------------------------------------------------------- the parser
 
 COMMANDS: dict[str, tuple[Callable[[_Run], None], str, str]] = {
-    "models": (cmd_models, "list the bundled models and the cache", "mechlin models"),
+    "models": (
+        cmd_models,
+        "list the bundled models and the cache, or check what a model supports",
+        "mechlin models\n  mechlin models --check ./my-gpt2-checkpoint",
+    ),
     "trace": (
         cmd_trace,
         "ROME causal tracing of one fact",
@@ -634,6 +653,12 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=fmt,
         )
     model_help = "bundled name (see `mechlin models`), local directory, or tiny"
+    p["models"].add_argument(
+        "--check",
+        metavar="MODEL",
+        help="probe a model (a local folder, a bundled name or tiny) and print which analyses "
+        "it supports: every editing hook is checked to reach the output",
+    )
 
     t = p["trace"]
     t.add_argument("model", help=model_help)

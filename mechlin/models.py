@@ -245,9 +245,13 @@ def _unknown_name_message(name: str, *, reason: str) -> str:
 
 
 def finish_bridge(bridge: TransformerBridge, tokenizer: PreTrainedTokenizerBase) -> None:
-    """Put a freshly booted bridge in eval mode and give it the tokenizer's own BOS behaviour."""
+    """Put a freshly booted bridge in eval mode, give it the tokenizer's own BOS behaviour, and
+    correct a ``cfg.d_mlp`` the bridge misreads (``mechlin.support.fix_config``)."""
+    from mechlin.support import fix_config  # noqa: PLC0415 (support imports sites, which is heavy)
+
     bridge.cfg.default_prepend_bos = tokenizer_adds_bos(tokenizer)
     bridge.eval()
+    fix_config(bridge)
 
 
 def boot_bridge(

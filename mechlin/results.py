@@ -13,8 +13,10 @@ results) that derives from ``Result``:
 * ``save(path)`` / ``load(path)``: ``torch.save`` of plain data; ``load`` reads with
   ``weights_only=True`` (no code runs on load), checks the file holds that kind of result, that
   each field has its declared type, and calls ``_validate()``: float tensors are finite unless
-  the field is listed in ``_nonfinite`` (NaN padding, "not measured"), token ids lie within a
-  recorded ``d_vocab``. Subclasses extend ``_validate`` for their own promises.
+  the field is listed in ``_nonfinite`` (NaN padding, "not measured"), token ids (the integers
+  of every ``*_id`` / ``*_ids`` field) are non-negative and lie within the result's vocabulary
+  size where it knows one (``_vocab_size``). Subclasses extend ``_validate`` for their own
+  promises.
 
 Every result class registers its name; two classes of one name would make saved files
 ambiguous, so a duplicate raises at import.
@@ -116,8 +118,9 @@ class Result:
     @classmethod
     def load(cls: type[R], path: str | os.PathLike[str]) -> R:
         """Read a result written by ``save``; a file that is not one, or whose values are
-        tampered with (a wrong type, a NaN where the result promises finite numbers, a token id
-        outside the recorded vocabulary), raises ``ArgumentError`` naming the file."""
+        tampered with (a wrong type, a NaN where the result promises finite numbers, a negative
+        token id or one outside the recorded vocabulary), raises ``ArgumentError`` naming the
+        file."""
         path = Path(path)
         if not path.is_file():
             raise ArgumentError(f"{path} does not exist (or is not a file)")
@@ -141,10 +144,12 @@ class Result:
         """Check the values a loaded file gave this result; raise ``ArgumentError`` if wrong.
 
         The default: every float tensor (also inside tuples and dicts) is finite unless its
-        field is in ``_nonfinite``; where the result records its vocabulary size (a ``d_vocab``
-        field), token-id fields (``*_ids``) lie in ``[0, d_vocab)``. Subclasses extend it
-        (call ``super()._validate()``). Results without a recorded vocabulary size are not
-        checked for token ids.
+        field is in ``_nonfinite``; every token id is non-negative and, where the result knows
+        its vocabulary size (``_vocab_size``), below it. Token ids are the integers (plain ints
+        and integer tensors, also inside tuples, lists and dicts) of the fields named ``*_id``
+        or ``*_ids`` (``answer_id``, ``contrast_id``, ``pair_ids``, ``token_ids``); strings
+        there are names, not token ids (``ExpressionScores.item_ids``), and are not checked.
+        Subclasses extend it (call ``super()._validate()``).
         """
         allowed = self._nonfinite | KNOWN_NONFINITE.get(type(self).__name__, frozenset())
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
@@ -157,19 +162,29 @@ class Result:
                         f"{where} holds {bad} NaN/inf value(s); a {type(self).__name__} "
                         "holds finite numbers there (the file was changed or corrupted)"
                     )
+        d_vocab = self._vocab_size()
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            if not f.name.endswith(("_id", "_ids")):
+                continue
+            for where, lo, hi, what in _token_ids(getattr(self, f.name), f.name):
+                if d_vocab is not None and (lo < 0 or hi >= d_vocab):
+                    raise ArgumentError(
+                        f"{where} holds {what}, outside the model's vocabulary [0, {d_vocab}) "
+                        "recorded in the result (the file was changed or corrupted)"
+                    )
+                if lo < 0:
+                    raise ArgumentError(
+                        f"{where} holds {what}; token ids are never negative (the file was "
+                        "changed or corrupted)"
+                    )
+
+    def _vocab_size(self) -> int | None:
+        """The vocabulary size the token ids are checked against: the ``d_vocab`` field where
+        the result records one. Results that know it otherwise override this (``Separability``:
+        its per-token score rows); with ``None`` only negative token ids are refused
+        (``CausalTrace.answer_id`` and ``KnockoutCurve.answer_id`` record no vocabulary)."""
         d_vocab = getattr(self, "d_vocab", None)
-        if isinstance(d_vocab, int) and not isinstance(d_vocab, bool):
-            for f in dataclasses.fields(self):  # type: ignore[arg-type]
-                if not f.name.endswith("_ids"):
-                    continue
-                for where, t in _tensors(getattr(self, f.name), f.name):
-                    if t.numel() and not t.is_floating_point():
-                        lo, hi = int(t.min()), int(t.max())
-                        if lo < 0 or hi >= d_vocab:
-                            raise ArgumentError(
-                                f"{where} holds token ids {lo}..{hi}, outside the model's "
-                                f"vocabulary [0, {d_vocab}) recorded in the result"
-                            )
+        return d_vocab if isinstance(d_vocab, int) and not isinstance(d_vocab, bool) else None
 
 
 ResultIO = Result  # the name before the result protocol; kept, it costs nothing
@@ -255,6 +270,24 @@ def _tensors(value: Any, where: str) -> list[tuple[str, torch.Tensor]]:
         return [t for i, v in enumerate(value) for t in _tensors(v, f"{where}[{i}]")]
     if isinstance(value, dict):
         return [t for k, v in value.items() for t in _tensors(v, f"{where}[{k!r}]")]
+    return []
+
+
+def _token_ids(value: Any, where: str) -> list[tuple[str, int, int, str]]:
+    """(where, smallest, largest, how to say it) of the integers in a token-id field value: an
+    int, an integer tensor, or those inside tuples, lists and dicts (bools and floats are not
+    token ids; a float tensor there is left to the field's type check)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return [(where, value, value, f"token id {value}")]
+    if isinstance(value, torch.Tensor):
+        if not value.numel() or value.is_floating_point() or value.dtype == torch.bool:
+            return []
+        lo, hi = int(value.min()), int(value.max())
+        return [(where, lo, hi, f"token ids {lo}..{hi}")]
+    if isinstance(value, tuple | list):
+        return [t for i, v in enumerate(value) for t in _token_ids(v, f"{where}[{i}]")]
+    if isinstance(value, dict):
+        return [t for k, v in value.items() for t in _token_ids(v, f"{where}[{k!r}]")]
     return []
 
 

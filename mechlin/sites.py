@@ -22,6 +22,8 @@ hook points it does have) when it does not. The vocabulary is TransformerLens's:
 | embed          | hook_embed (token embeddings)        | batch pos d_model            |
 | final_resid    | ln_final.hook_in                     | batch pos d_model            |
 | final_norm     | ln_final.hook_normalized             | batch pos d_model            |
+| unembed_in     | unembed.hook_in (the final norm's    | batch pos d_model            |
+|                | output, as the unembedding reads it) |                              |
 | logits         | unembed.hook_out                     | batch pos d_vocab            |
 """
 
@@ -53,7 +55,7 @@ LayerSite = Literal[
     "v",
     "z",
 ]
-ModelSite = Literal["embed", "final_resid", "final_norm", "logits"]
+ModelSite = Literal["embed", "final_resid", "final_norm", "unembed_in", "logits"]
 Site = LayerSite | ModelSite
 
 _LAYER_PATTERNS: dict[str, str] = {
@@ -76,6 +78,7 @@ _MODEL_NAMES: dict[str, str] = {
     "embed": "hook_embed",
     "final_resid": "ln_final.hook_in",
     "final_norm": "ln_final.hook_normalized",
+    "unembed_in": "unembed.hook_in",
     "logits": "unembed.hook_out",
 }
 assert set(_LAYER_PATTERNS) == set(get_args(LayerSite))
@@ -109,6 +112,11 @@ def hook_name(model: Model, site: Site, layer: int | None = None) -> str:
         raise ArgumentError(
             f"unknown site {site!r}; sites are {sorted(_LAYER_PATTERNS) + sorted(_MODEL_NAMES)}"
         )
+    if site == "mlp_out" and _mlp_wraps_layer(model, check_layer(model, layer or 0)):
+        # OPT, XGLM: the bridge's MLP component wraps the whole decoder layer, so its
+        # hook_out (and the hook_mlp_out alias) is the layer's output, not the MLP's. The
+        # MLP's output is its output projection's (fc2).
+        name = f"blocks.{check_layer(model, layer or 0)}.mlp.out.hook_out"
     hooks = model.hook_dict
     if name not in hooks:
         close = difflib.get_close_matches(name, list(hooks), n=5)
@@ -117,6 +125,17 @@ def hook_name(model: Model, site: Site, layer: int | None = None) -> str:
             f"Closest hook points it has: {close}"
         )
     return name
+
+
+def _mlp_wraps_layer(model: Model, layer: int) -> bool:
+    """Whether the bridge's ``blocks[layer].mlp`` wraps the whole decoder layer (OPT, XGLM)."""
+    blocks = getattr(model, "blocks", None)
+    if blocks is None or layer >= len(blocks):
+        return False
+    block = blocks[layer]
+    mlp = getattr(block, "mlp", None)
+    inner = getattr(mlp, "original_component", None)
+    return inner is not None and inner is getattr(block, "original_component", None)
 
 
 @checked

@@ -32,6 +32,7 @@ from mechlin.errors import (
     TooFewPairsError,
     UnknownModelError,
 )
+from mechlin.recall.extraction import head_outputs
 
 P = "The Eiffel Tower is located in the city of"
 S = "Eiffel Tower"
@@ -395,6 +396,27 @@ def _more_cases(m, tmp: Path):
     def set_(k, v):
         return lambda d: d.__setitem__(k, v)
 
+    def tampered(result, tag, mutate):
+        """``result`` saved, changed by ``mutate`` on disk, and loaded again."""
+        path = result.save(tmp / f"{tag}.pt")
+        data = torch.load(path, weights_only=True)
+        mutate(data)
+        torch.save(data, path)
+        return type(result).load(path)
+
+    def sweep() -> mechlin.SteeringSweep:
+        return mechlin.steering_sweep(
+            m, P, torch.zeros(m.cfg.d_model), pairs={"x": ("the", "of")}, alphas=[0.0, 1.0]
+        )
+
+    def extraction() -> mechlin.ExtractionRates:
+        return mechlin.extraction_rates(m, [(P, S)], progress=False)
+
+    def heads_at(pos):
+        names = [mechlin.hook_name(m, s, 0) for s in ("z", "attn_out", "attn_proj_out")]
+        _, cache = m.run_with_cache(m.to_tokens(P), names_filter=names)
+        return head_outputs(m, cache, 0, pos=pos)
+
     def steer_enter(**kw):
         with mechlin.steer(m, torch.zeros(m.cfg.d_model), **kw):
             pass
@@ -687,6 +709,42 @@ def _more_cases(m, tmp: Path):
             lambda: mechlin.sublayer_knockout_rate(m, [FACT], ATTR, keep=0),
             ArgumentError,
             "keep=0 must be a positive integer (>=",
+        ),
+        (
+            "attributes keep > top_k",
+            lambda: mechlin.attributes_rate(m, [FACT], ATTR, top_k=10, keep=20),
+            ArgumentError,
+            "attributes_rate(): keep=20 must be <= top_k=10: keep counts the tokens kept from",
+        ),
+        (
+            "attributes keep > vocabulary",
+            lambda: mechlin.attributes_rate(m, [FACT], ATTR, top_k=1000, keep=500),
+            ArgumentError,
+            "keep=500 exceeds the model's vocabulary (400 tokens): no state could have 500",
+        ),
+        (
+            "sublayer keep > top_k",
+            lambda: mechlin.sublayer_knockout_rate(m, [FACT], ATTR, top_k=5, keep=6),
+            ArgumentError,
+            "sublayer_knockout_rate(): keep=6 must be <= top_k=5",
+        ),
+        (
+            "top_heads k 0",
+            lambda: extraction().top_heads(0),
+            ArgumentError,
+            "ExtractionRates.top_heads(): k=0 must be a positive number of heads (>= 1)",
+        ),
+        (
+            "top_heads k -2",
+            lambda: extraction().top_heads(-2),
+            ArgumentError,
+            "k=-2 must be a positive number of heads",
+        ),
+        (
+            "head_outputs pos 99",
+            lambda: heads_at(99),
+            OutOfRangeError,
+            "head_outputs(): pos=99 is out of range: the cached run has positions 0..",
         ),
         (
             "collect batch_size -1",
@@ -1573,6 +1631,50 @@ def _more_cases(m, tmp: Path):
             "pair_ids holds token ids -1..-1,",
         ),
         (
+            "load steering token ids out of vocab",
+            lambda: tampered(sweep(), "sweep", lambda d: d["token_ids"].fill_(10**6)),
+            ArgumentError,
+            "token_ids holds token ids 1000000..1000000, outside the model's vocabulary [0, 400)",
+        ),
+        (
+            "load old steering negative token id",  # saved before d_vocab was recorded
+            lambda: tampered(
+                sweep(), "old-sweep", lambda d: (d.pop("d_vocab"), d["token_ids"].fill_(-1))
+            ),
+            ArgumentError,
+            "token_ids holds token ids -1..-1; token ids are never negative",
+        ),
+        (
+            "load separability pair ids out of vocab",
+            lambda: tampered(
+                mechlin.separability(m, dirs(), "x", "y"),
+                "sep",
+                lambda d: d["pair_ids"]["__tuple__"][1].fill_(400),
+            ),
+            ArgumentError,
+            "pair_ids[1] holds token ids 400..400, outside the model's vocabulary [0, 400)",
+        ),
+        (
+            "load trace negative answer_id",
+            lambda: saved("answer_id", set_("answer_id", -5)),
+            ArgumentError,
+            "answer_id holds token id -5; token ids are never negative",
+        ),
+        (
+            "load trace negative contrast_id",
+            lambda: saved("contrast_id", set_("contrast_id", -1)),
+            ArgumentError,
+            "contrast_id holds token id -1; token ids are never negative",
+        ),
+        (
+            "load knockout negative answer_id",
+            lambda: tampered(
+                mechlin.attention_knockout(m, P, S, window=1), "ko", set_("answer_id", -2)
+            ),
+            ArgumentError,
+            "answer_id holds token id -2; token ids are never negative",
+        ),
+        (
             "concept not in result",
             lambda: dirs().index("nope"),
             NotInResultError,
@@ -1617,3 +1719,41 @@ def test_long_texts_are_truncated_with_a_warning(tiny, caplog: pytest.LogCapture
         )
     assert "1 of 2 texts were longer" in caplog.text
     assert int(acts.n_tokens[0]) <= tiny.cfg.n_ctx
+
+
+def test_results_with_valid_token_ids_load(tiny, tmp_path: Path) -> None:
+    """The token-id check on load refuses tampered ids (the table), not the ids a run writes:
+    every result class with token ids round-trips, also a steering sweep saved before it
+    recorded ``d_vocab``."""
+    sweep = mechlin.steering_sweep(
+        tiny, P, torch.zeros(tiny.cfg.d_model), pairs={"x": ("the", "of")}, alphas=[0.0, 1.0]
+    )
+    assert sweep.d_vocab == tiny.cfg.d_vocab
+    again = mechlin.SteeringSweep.load(sweep.save(tmp_path / "sweep.pt"))
+    assert torch.equal(again.token_ids, sweep.token_ids) and again.d_vocab == sweep.d_vocab
+    data = torch.load(tmp_path / "sweep.pt", weights_only=True)
+    del data["d_vocab"]
+    torch.save(data, tmp_path / "old.pt")
+    assert mechlin.SteeringSweep.load(tmp_path / "old.pt").d_vocab is None
+    pairs = {"x": [(5, 6), (7, 8), (9, 10)], "y": [(11, 12), (13, 14), (399, 398)]}
+    sep = mechlin.separability(tiny, mechlin.concept_directions(tiny, pairs), "x", "y")
+    loaded = mechlin.Separability.load(sep.save(tmp_path / "sep.pt"))
+    assert int(loaded.pair_ids[1].max()) == 399  # the last token of the vocabulary is kept
+    trace = mechlin.causal_trace(tiny, "Big Ben is in", "Big Ben", n_samples=1, metric="logit_diff")
+    assert mechlin.CausalTrace.load(trace.save(tmp_path / "t.pt")).contrast_id == trace.contrast_id
+    curve = mechlin.attention_knockout(tiny, P, S, window=1)
+    assert mechlin.KnockoutCurve.load(curve.save(tmp_path / "k.pt")).answer_id == curve.answer_id
+
+
+def test_counts_accepted_by_design(tiny) -> None:
+    """``top_k`` beyond the vocabulary reads all of it (the default 500 on the 400-token tiny
+    vocabulary) and the result says so; ``keep == top_k`` keeps every surviving token;
+    ``top_heads(k)`` with more heads asked than there are ranks them all."""
+    everything = mechlin.attributes_rate(tiny, [FACT], ATTR, top_k=10**6, progress=False)
+    default = mechlin.attributes_rate(tiny, [FACT], ATTR, progress=False)
+    assert everything.top_k == default.top_k == tiny.cfg.d_vocab
+    assert torch.equal(everything.rate, default.rate)
+    assert mechlin.attributes_rate(tiny, [FACT], ATTR, top_k=20, keep=20, progress=False).keep == 20
+    rates = mechlin.extraction_rates(tiny, [(P, S)], progress=False)
+    n_heads = tiny.cfg.n_layers * tiny.cfg.n_heads
+    assert len(rates.top_heads(10 * n_heads)) == n_heads

@@ -28,7 +28,7 @@ from mechlin.cli import (
     read_records,
     read_texts,
 )
-from mechlin.recall.attribution import SCREEN_DEFAULTS
+from mechlin.recall.adaptive_policy import SCREEN_DEFAULTS
 
 FACTS = [
     {"prompt": "The capital of Italy is", "subject": "Italy"},
@@ -142,6 +142,23 @@ def test_models_lists_bundled_models_and_the_cache(tmp_path: Path) -> None:
     for name in mechlin.BUNDLED_MODELS:
         assert name in done.stdout
     assert "tiny" in done.stdout
+
+
+def test_models_check_probes_a_users_folder(tmp_path: Path) -> None:
+    """A GPT-J folder: its bridge fires hook_attn_scores after the softmax, so knockout goes
+    through the attention mask, and the report says so."""
+    from tests.architectures import build_hf
+
+    tok = mechlin.tiny.tiny_tokenizer()
+    folder = tmp_path / "gptj"
+    build_hf("gptj", len(tok)).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    done = mechlin_cmd("models", "--check", folder, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "GPTJForCausalLM: 11 of 11 analyses" in done.stdout
+    assert "knockout via mask" in done.stdout
+    missing = mechlin_cmd("models", "--check", tmp_path / "nowhere", cwd=tmp_path)
+    assert missing.returncode == 2
 
 
 def test_trace_writes_report_and_results_for_every_kind(tmp_path: Path) -> None:

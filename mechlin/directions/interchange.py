@@ -18,7 +18,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from mechlin import viz
+from mechlin import support, viz
 from mechlin._checks import checked
 from mechlin._types import Model
 from mechlin.directions.residual import ResidualDirection, token_position
@@ -77,6 +77,7 @@ def interchange_along(
 
     if not pairs:
         raise EmptyInputError("no (base, source) pairs given")
+    support.require(model, "steering")
     ids = [answer_token(model, a) for a in answers]
     hook = direction.hook
     position: Literal["last"] | int = (

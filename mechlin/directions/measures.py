@@ -289,6 +289,10 @@ class Separability(Result):
     kind: str  # "causal" | "euclidean"
     pair_ids: tuple[Int[Tensor, "n 2"], Int[Tensor, "m 2"]]  # each concept's pairs
 
+    def _vocab_size(self) -> int:
+        """``scores`` has one row per vocabulary token: ``pair_ids`` index those rows."""
+        return int(self.scores.shape[0])
+
     def plot(self, ax: Any = None) -> Any:
         """The vocabulary (grey) and both concepts' pair tokens on the two scores."""
         fig, ax = viz.axes(ax, figsize=(4.5, 4))

@@ -39,7 +39,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from mechlin import sites, viz
+from mechlin import sites, support, viz
 from mechlin._checks import checked
 from mechlin._types import Model
 from mechlin.errors import (
@@ -124,6 +124,7 @@ def steer(
     []
     """
     _check_vector(model, vector)
+    support.require(model, "steering")
     name = steering_hook_name(model, layer)
     hook = _adder(vector.detach(), torch.tensor([float(alpha)]), positions)
     with model.hooks(fwd_hooks=[(name, hook)]):
@@ -143,6 +144,9 @@ class SteeringSweep(Result):
     pairs: tuple[tuple[str, str, str], ...]  # (concept, base word, target word)
     hook: str
     positions: str
+    # the model's vocabulary size, which ``token_ids`` are checked against on load (files
+    # saved before it was recorded: None, only negative ids refused)
+    d_vocab: int | None = None
 
     def __post_init__(self) -> None:
         shape = (len(self.alphas), len(self.words))
@@ -243,6 +247,7 @@ def steering_sweep(
     _check_vector(model, vector)
     words = tuple(dict.fromkeys(w for pair in pairs.values() for w in pair))
     ids = torch.tensor([answer_token(model, w) for w in words])
+    support.require(model, "steering")
     name = steering_hook_name(model, layer)
     prompt_offset(model, prompt)  # refuses a prompt longer than the context (the last token)
     tokens = model.to_tokens(prompt).expand(len(alpha), -1)
@@ -260,4 +265,5 @@ def steering_sweep(
         pairs=tuple((c, b, t) for c, (b, t) in pairs.items()),
         hook=name,
         positions=label,
+        d_vocab=int(logits.shape[-1]),
     )

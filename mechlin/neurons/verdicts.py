@@ -38,7 +38,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from mechlin import viz
+from mechlin import support, viz
 from mechlin._checks import checked
 from mechlin._logreg import fit_l2
 from mechlin._splits import Split, split_indices
@@ -347,6 +347,8 @@ def lm_loss(
 
 
 def _ablation_hook(model: Model, layer: int, neuron: int, value: float) -> tuple[str, Any]:
+    support.require(model, "neuron_ablation")
+
     def hook(act: Tensor, hook: Any) -> Tensor:
         act[..., neuron] = value
         return act

@@ -11,12 +11,8 @@ the whole account in one call with an HTML report (``dissect_recall``). ``answer
 one answer through the logit lens.
 """
 
-from mechlin.recall.attribution import (
-    AdaptiveTrace,
-    AttributionTrace,
-    adaptive_trace,
-    attribution_patch,
-)
+from mechlin.recall.adaptive import AdaptiveTrace, adaptive_trace
+from mechlin.recall.attribution import AttributionTrace, attribution_patch
 from mechlin.recall.causal_effects import AverageCausalEffects, average_causal_effects
 from mechlin.recall.dissection import RecallDissection, dissect_recall
 from mechlin.recall.enrichment import (

@@ -56,9 +56,17 @@ def readout_logits(model: Model, final_resid: Float[Tensor, "rows d_model"]) -> 
 
 
 def last_position_only(resid: Tensor, hook: Any) -> Tensor:
-    """A hook on the final residual stream: the metrics read the last position only, so only
-    that one is unembedded (a vocabulary of 262k makes the others a large share of a run)."""
+    """A hook on the unembedding's input (site ``unembed_in``): the metrics read the last
+    position only, so only that one is unembedded (a vocabulary of 262k makes the others a
+    large share of a run). It sits after the final norm, not on the final residual stream:
+    GPT-2, GPT-J, GPT-Neo, CodeGen and GPTBigCode reshape the final norm's output with the
+    original sequence length, which a shorter tensor breaks."""
     return resid[:, -1:]
+
+
+def last_position_hook(model: Model) -> tuple[str, Callable[..., Tensor]]:
+    """``last_position_only`` at the model's ``unembed_in`` hook point."""
+    return sites.hook_name(model, "unembed_in"), last_position_only
 
 
 def trace_metric(

@@ -20,6 +20,7 @@ The equivalence with full forward passes is tested in ``tests/test_replay.py``.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -28,10 +29,13 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from mechlin import sites
 from mechlin._types import Model
 from mechlin.errors import NotSupportedError
+from mechlin.support import probe_tokens
 
 HookList = Sequence[tuple[str, Callable[..., Any]]]
+_checked: weakref.WeakKeyDictionary[Any, tuple[bool, str]] = weakref.WeakKeyDictionary()
 
 
 def decoder_layers(model: Model) -> list[torch.nn.Module] | None:
@@ -188,3 +192,45 @@ class Replayer:
         if n in joins:
             hidden = torch.cat([hidden, joins[n]]) if hidden.numel() else joins[n]
         return hidden
+
+
+@torch.no_grad()
+def _probe_replay(model: Model) -> None:
+    """Replay a few probe tokens from layer 0 and position t and compare with a full forward."""
+    replayer = Replayer(model)
+    tokens = probe_tokens(model)
+    n_layers = int(model.cfg.n_layers)
+    saved: dict[str, Tensor] = {}
+
+    def keep(name: str) -> Callable[..., None]:
+        def hook(act: Tensor, hook: Any) -> None:
+            saved[name] = act.detach().clone()
+
+        return hook
+
+    pre = sites.hook_name(model, "resid_pre", 0)
+    post = sites.hook_name(model, "resid_post", n_layers - 1)
+    keys, values = replayer.run(tokens, [(pre, keep(pre)), (post, keep(post))])
+    t = tokens.shape[1] // 2
+    kwargs = replayer.layer_kwargs(tokens, keys, values, t)
+    rows = [torch.zeros(1, dtype=torch.long, device=tokens.device)] * n_layers
+    cache = replayer.prefix_cache(keys, values, t, rows)
+    got = replayer.replay(0, saved[pre][:, t:], {}, kwargs, cache)
+    want = saved[post][:, t:]
+    err = float((got.float() - want.float()).abs().max())
+    scale = float(want.float().abs().max()) + 1e-6
+    if not err <= 1e-4 * scale:
+        raise NotSupportedError(f"a replay differs from the full forward by {err:.2e}")
+
+
+def replay_supported(model: Model) -> bool:
+    """Whether the replay reproduces a full forward on this model (probed once per model):
+    ``causal_trace(method="auto")`` uses the packed engine where it does not (XGLM's decoder
+    layers take positional arguments; GPT-2's blocks are not the bridge's)."""
+    if model not in _checked:
+        try:
+            _probe_replay(model)
+            _checked[model] = (True, "")
+        except Exception as e:  # any failure of the fast path means: use the packed engine
+            _checked[model] = (False, f"{type(e).__name__}: {e}")
+    return _checked[model][0]

@@ -38,7 +38,7 @@ from mechlin._store import ItemStore, model_fingerprint
 from mechlin._types import Model
 from mechlin.datasets.facts import Fact, FactLike, as_facts, is_known, next_token_logits
 from mechlin.errors import ArgumentError, EmptyInputError
-from mechlin.recall.attribution import adaptive_trace
+from mechlin.recall.adaptive import adaptive_trace
 from mechlin.recall.tracing import CausalTrace, Kind, Metric, causal_trace
 from mechlin.results import Result
 from mechlin.runners import Item, Runner, as_runner
@@ -197,7 +197,7 @@ def average_causal_effects(
         method: ``"exact"`` restores every cell (``causal_trace``); ``"adaptive"`` traces each
             fact with ``adaptive_trace``: an attribution-patching estimate of every cell, a
             screen on 2 noise samples, the ``budget`` share (or number) of cells ranked highest
-            and a random sample restored exactly (``mechlin.recall.attribution``).
+            and a random sample restored exactly (``mechlin.recall.adaptive``).
         adaptive: further options of ``adaptive_trace`` (``screen``, ``screen_samples``,
             ``screen_stride``, ``refine``, ``max_exact``, ``check``, ``linearize``,
             ``rounds``, ``stop_below``); its defaults otherwise, but for ``screen``: 1.0,

@@ -12,6 +12,11 @@ later layer drops: the MLPs of early layers do most of the enrichment.
 Attribute sets may come from any source (a mapping subject -> attribute words). mechlin ships
 one built from a real knowledge base (``mechlin.datasets.countries.country_attributes``). An
 attribute word contributes the tokens of " word" and "word" that survive the same filter.
+
+``keep`` caps the tokens taken from the ``top_k``, so it must not exceed ``top_k`` (nor the
+vocabulary): ``ArgumentError``, since no state could have ``keep`` tokens counted. A ``top_k``
+beyond the model's vocabulary reads the whole vocabulary (the default 500 on a smaller toy
+vocabulary); the result records the number read.
 """
 
 from __future__ import annotations
@@ -27,12 +32,12 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from mechlin import sites, viz
+from mechlin import sites, support, viz
 from mechlin._checks import checked
 from mechlin._stats import mean_and_se
 from mechlin._types import Model
 from mechlin.datasets.facts import Fact, FactLike, as_facts
-from mechlin.errors import EmptyInputError
+from mechlin.errors import ArgumentError, EmptyInputError
 from mechlin.results import Result
 from mechlin.runners import Item, Runner, as_runner
 from mechlin.tokens import find_subject_span
@@ -75,7 +80,7 @@ class AttributesRate(Result):
     skipped: tuple[
         str, ...
     ]  # subjects with no usable attribute tokens (reported, not dropped silently)
-    top_k: int
+    top_k: int  # projected tokens read per state: top_k, or the vocabulary size if smaller
     keep: int
     apply_norm: bool
 
@@ -93,6 +98,24 @@ class AttributesRate(Result):
         ax.legend(fontsize=7)
         fig.tight_layout()
         return fig
+
+
+def _tokens_read(model: Model, function: str, top_k: int, keep: int) -> int:
+    """How many projected tokens each state's rate reads (``top_k``, at most the vocabulary);
+    raises ``ArgumentError`` where ``keep`` could never be reached."""
+    if keep > top_k:
+        raise ArgumentError(
+            f"{function}(): keep={keep} must be <= top_k={top_k}: keep counts the tokens kept "
+            f"from the top {top_k} projected tokens (after dropping stopwords and tokens of <= 2 "
+            "characters), so no state could have more; raise top_k or lower keep"
+        )
+    d_vocab = int(model.cfg.d_vocab)
+    if keep > d_vocab:
+        raise ArgumentError(
+            f"{function}(): keep={keep} exceeds the model's vocabulary ({d_vocab} tokens): no "
+            f"state could have {keep} tokens kept; pass keep <= {d_vocab}"
+        )
+    return min(top_k, d_vocab)
 
 
 def _rate(
@@ -159,8 +182,11 @@ def attributes_rate(
 ) -> AttributesRate:
     """Attributes rate of ``resid_post`` at every layer at four positions, averaged over facts.
 
-    ``runner=mechlin.RayRunner(...)`` computes the facts on Ray workers (the same rates).
+    ``keep`` <= ``top_k`` (see the module docstring); a ``top_k`` beyond the vocabulary reads
+    all of it. ``runner=mechlin.RayRunner(...)`` computes the facts on Ray workers (the same
+    rates).
     """
+    top_k = _tokens_read(model, "attributes_rate", top_k, keep)
     usable, skipped = _prepare(model, facts, attributes)
     work = [
         Item(f"fact-{i:06d}", (fact, attr, top_k, keep, apply_norm))
@@ -223,7 +249,14 @@ def sublayer_knockout_rate(
     progress: bool = True,
 ) -> SublayerKnockout:
     """Zero ``sublayer`` outputs (all positions) in windows [s, s+window) ending before
-    ``at_layer`` (default: the last layer) and measure the attributes rate there."""
+    ``at_layer`` (default: the last layer) and measure the attributes rate there.
+
+    A ``window`` wider than the ``at_layer + 1`` layers up to ``at_layer`` is narrowed to them
+    (one window, every layer zeroed; the result records the width used). ``top_k`` and
+    ``keep`` as in ``attributes_rate`` (``keep`` <= ``top_k``).
+    """
+    support.require(model, "sublayer_knockout")
+    top_k = _tokens_read(model, "sublayer_knockout_rate", top_k, keep)
     usable, _ = _prepare(model, facts, attributes)
     n_layers = int(model.cfg.n_layers)
     at = n_layers - 1 if at_layer is None else sites.check_layer(model, at_layer)

@@ -24,11 +24,11 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-from mechlin import sites, viz
-from mechlin._checks import checked
+from mechlin import sites, support, viz
+from mechlin._checks import Rule, checked
 from mechlin._types import Model
 from mechlin.datasets.facts import Fact, FactLike, as_facts, is_known
-from mechlin.errors import EmptyInputError
+from mechlin.errors import EmptyInputError, OutOfRangeError
 from mechlin.results import Result
 from mechlin.runners import Item, Runner, as_runner
 
@@ -63,8 +63,10 @@ class ExtractionRates(Result):
     def mlp_any(self) -> float:
         return float(self.mlp_events.any(1).float().mean())
 
+    @checked(rules={"k": Rule(low=1, integer=True, what="a positive number of heads (>= 1)")})
     def top_heads(self, k: int = 5) -> list[tuple[int, int, float]]:
-        """(layer, head, event rate) of the ``k`` heads that extract most often."""
+        """(layer, head, event rate) of the ``k`` heads that extract most often (all heads,
+        ranked, where ``k`` exceeds their number)."""
         rate = self.head_events.float().mean(0)
         flat = rate.flatten().argsort(descending=True)[:k]
         n_heads = rate.shape[1]
@@ -105,9 +107,20 @@ def head_outputs(
     model: Model, cache: Any, layer: int, pos: int = -1
 ) -> Float[Tensor, "batch n_heads d_model"]:
     """Each head's contribution to ``attn_out`` at ``pos``; they sum to ``attn_out`` there."""
-    z = cache[sites.hook_name(model, "z", layer)][:, pos]  # (batch, head, d_head)
+    support.require(model, "extraction")
+    z = cache[sites.hook_name(model, "z", layer)]
+    n_pos = z.shape[1]
+    if not -n_pos <= pos < n_pos:
+        raise OutOfRangeError(
+            f"head_outputs(): pos={pos} is out of range: the cached run has positions "
+            f"0..{n_pos - 1} (or -{n_pos}..-1 from the end)"
+        )
+    z = z[:, pos]  # (batch, head, d_head)
     o = model.blocks[layer].attn.o
-    weight = getattr(o, "original_component", o).weight  # (d_model, n_heads * d_head)
+    inner = getattr(o, "original_component", o)
+    weight = inner.weight  # (d_model, n_heads * d_head)
+    if type(inner).__name__ == "Conv1D":  # GPT-2 family: weights stored (in, out)
+        weight = weight.T
     n_heads, d_head = z.shape[1], z.shape[2]
     w = weight.T.reshape(n_heads, d_head, -1)  # (head, d_head, d_model)
     per_head = torch.einsum("bhd,hdm->bhm", z, w)

@@ -10,7 +10,11 @@ layers than subject edges: the relation is propagated first, then the attribute 
 from the subject.
 
 Implemented on the pre-softmax scores (``attn.hook_attn_scores``): blocked edges are set to
--inf and the softmax renormalizes over the rest. (The original code re-normalized post-softmax
+-inf and the softmax renormalizes over the rest. Where the bridge fires that hook only after
+the attention is computed (GPT-J, OPT, GPT-Neo, XGLM: an edit there would change nothing), the
+same -inf goes into the attention mask the Hugging Face attention module receives
+(``mechlin.support.knockout_route`` proves on the model which of the two reaches the output, and
+refuses the model if neither does). (The original code re-normalized post-softmax
 weights, and its "block everything" path gave uniform attention rather than none: neither is
 copied.) Every hook is checked to have fired; grouped-query and sliding-window attention need
 nothing special because scores are per query head after the model's own mask. All centre layers
@@ -27,7 +31,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from mechlin import sites, viz
+from mechlin import sites, support, viz
 from mechlin._checks import checked
 from mechlin._stats import mean_and_se
 from mechlin._types import Model
@@ -122,31 +126,41 @@ def knockout_probs(
     """log p(answer) at the last position for one row per (layers, sources) knockout.
 
     One batch: row i blocks last-position attention to ``blocked[i][1]`` in layers
-    ``blocked[i][0]``. Raises if an attention-score hook did not fire.
+    ``blocked[i][0]``, through the route ``support.knockout_route`` proved for the model.
+    Raises if an attention-score hook did not fire.
     """
     n = len(blocked)
     batch = tokens.expand(n, -1)
-    hooks: list[tuple[str | Callable[..., Any], Callable[..., Any]]] = []
-    fired: set[int] = set()
-    expected = set()
+    groups_by_layer: dict[int, dict[tuple[int, ...], list[int]]] = {}
     for layer in range(int(model.cfg.n_layers)):
         groups: dict[tuple[int, ...], list[int]] = {}
         for i, (layers, sources) in enumerate(blocked):
             if layer in layers and len(sources):
                 groups.setdefault(tuple(sources), []).append(i)
-        for sources, rows in groups.items():
+        if groups:
+            groups_by_layer[layer] = groups
+    if support.knockout_route(model) == "mask":
+        edits = {
+            layer: [(torch.tensor(rows), torch.tensor(sources)) for sources, rows in g.items()]
+            for layer, g in groups_by_layer.items()
+        }
+        with support.mask_knockout(model, edits):
+            logits = model(batch)[:, -1].float()
+    else:
+        hooks: list[tuple[str | Callable[..., Any], Callable[..., Any]]] = []
+        fired: set[int] = set()
+        for layer, g in groups_by_layer.items():
             name = sites.hook_name(model, "attn_scores", layer)
-            hooks.append(
-                (name, _knockout_hook(torch.tensor(rows), torch.tensor(sources), fired, layer))
+            for sources, rows in g.items():
+                hooks.append(
+                    (name, _knockout_hook(torch.tensor(rows), torch.tensor(sources), fired, layer))
+                )
+        logits = model.run_with_hooks(batch, fwd_hooks=hooks)[:, -1].float()
+        if fired != set(groups_by_layer):
+            raise MissingHookError(
+                f"attention-score hooks of layers {sorted(set(groups_by_layer) - fired)} did "
+                "not fire: a knockout would silently do nothing"
             )
-            expected.add(layer)
-    logits = model.run_with_hooks(batch, fwd_hooks=hooks)[:, -1].float()
-    if fired != expected:
-        raise MissingHookError(
-            f"attention-score hooks of layers {sorted(expected - fired)} did not fire: this "
-            "model's attention does not expose pre-softmax scores to hooks, so a knockout "
-            "would silently do nothing"
-        )
     logprobs = logits.log_softmax(-1)[:, answer_id]
     if torch.isnan(logprobs).any():
         raise ArgumentError(

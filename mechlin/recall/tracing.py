@@ -42,7 +42,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from mechlin import sites, viz
+from mechlin import sites, support, viz
 from mechlin._checks import checked
 from mechlin._types import Model
 from mechlin.datasets.facts import load_known_1000
@@ -54,10 +54,10 @@ from mechlin.recall._engines import (
     ReplayEngine,
     TraceEngine,
     TraceSetup,
-    last_position_only,
+    last_position_hook,
     metric_of_logits,
 )
-from mechlin.recall._replay import decoder_layers
+from mechlin.recall._replay import replay_supported
 from mechlin.results import Result
 from mechlin.tokens import answer_tokens, check_positions, find_subject_span, input_device
 
@@ -309,8 +309,9 @@ class PreparedTrace:
     """A trace with its clean and corrupted runs done: what every cell's restoration needs.
 
     ``causal_trace`` scores every cell with ``engine.row_scores`` (averaged over the rows);
-    the attribution and adaptive traces (``mechlin.recall.attribution``) reuse the same setup,
-    so their exact cells are computed from the very same noise, baseline and clean states.
+    the attribution and adaptive traces (``mechlin.recall.attribution``, ``.adaptive``) reuse
+    the same setup, so their exact cells are computed from the very same noise, baseline and
+    clean states.
     """
 
     model: Model
@@ -397,6 +398,7 @@ def prepare_trace(
         raise ArgumentError(f"kind must be 'resid', 'mlp' or 'attn', not {kind!r}")
     if metric not in ("prob", "logprob", "logit_diff"):
         raise ArgumentError(f"metric must be 'prob', 'logprob' or 'logit_diff', not {metric!r}")
+    support.require(model, f"trace_{kind}")
     n_layers = int(model.cfg.n_layers)
     clean = model.to_tokens(prompt)
     n_pos = clean.shape[1]
@@ -414,7 +416,7 @@ def prepare_trace(
     site = _SITE[kind]
     names = [sites.hook_name(model, site, layer) for layer in range(n_layers)]
     final_name = sites.hook_name(model, "final_resid")
-    with model.hooks(fwd_hooks=[(final_name, last_position_only)]):
+    with model.hooks(fwd_hooks=[last_position_hook(model)]):
         _, clean_cache = model.run_with_cache(
             clean, names_filter=[*names, final_name], return_type=None
         )
@@ -506,7 +508,7 @@ def _top_other(logits: Tensor, answer_id: int) -> int:
 
 
 def _engine(model: Model, method: str) -> TraceEngine:
-    if method == "packed" or (method == "auto" and decoder_layers(model) is None):
+    if method == "packed" or (method == "auto" and not replay_supported(model)):
         return PackedEngine(model)
     if method not in ("auto", "replay"):
         raise ArgumentError(f"method must be 'auto', 'replay' or 'packed', not {method!r}")

@@ -193,7 +193,9 @@ def test_smollm2_equals_reference(smollm2, kind, mode) -> None:
 
 @pytest.mark.parametrize("fixture", ["tiny", "tiny_gemma", "smollm2"])
 def test_engine_readout_is_sites_unembed(fixture, request) -> None:
-    # The engines' readout skips ``sites.unembed``'s per-call checks; the logits are the same.
+    # The engines' readout skips ``sites.unembed``'s per-call checks; the logits are the same
+    # bit for bit: the same final norm and matrix product on the same shapes (7 rows: one chunk
+    # of TransformerLens's logit_readout).
     from mechlin.recall._engines import readout_logits
 
     model = request.getfixturevalue(fixture)
