@@ -23,13 +23,15 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import json
 import logging
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
@@ -153,15 +155,43 @@ def _float_weights_dir(spec: BundledModel) -> Path:
 
 
 DeviceMap = str | dict[str, str | int]
+# The dtype names the loaders take besides torch dtypes (``@checked`` refuses other strings).
+_DtypeName = Literal["float32", "bfloat16", "float16", "float64"]
+_DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+    "float64": torch.float64,
+}
+
+
+def _torch_dtype(function: str, dtype: object) -> torch.dtype:
+    """``dtype`` as a torch dtype: a torch dtype itself, or its name (``"bfloat16"``)."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if isinstance(dtype, str) and dtype in _DTYPES:
+        return _DTYPES[dtype]
+    names = ", ".join(repr(n) for n in _DTYPES)
+    raise ArgumentError(
+        f"{function}(): dtype={dtype!r} is not a dtype; pass a torch dtype (torch.float32, "
+        f"torch.bfloat16, ...) or one of the names {names}"
+    )
 
 
 @checked
 def load_hf_model(
-    name: str, *, dtype: torch.dtype = torch.float32, device_map: DeviceMap | None = None
+    name: str,
+    *,
+    dtype: torch.dtype | _DtypeName = torch.float32,
+    device_map: DeviceMap | None = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """The plain Hugging Face model and tokenizer behind a bundled name (from the cache)."""
+    """The plain Hugging Face model and tokenizer behind a bundled name (from the cache).
+
+    ``dtype`` is a torch dtype or its name (``"float32"``, ``"bfloat16"``, ``"float16"``,
+    ``"float64"``); another value is an ``ArgumentError``."""
     from transformers import AutoModelForCausalLM  # noqa: PLC0415
 
+    dtype = _torch_dtype("load_hf_model", dtype)
     if name not in BUNDLED_MODELS:
         raise UnknownModelError(_unknown_name_message(name, reason="not a bundled model"))
     spec = BUNDLED_MODELS[name]
@@ -176,10 +206,142 @@ def load_hf_model(
 def _load_tokenizer(directory: Path) -> PreTrainedTokenizerBase:
     """The cached tokenizer, from the JSON files ``save_pretrained`` wrote (never a pickle: a
     tampered pickle would run code while loading; earlier caches' ``tokenizer.pkl`` is ignored).
-    Reading Gemma's 262k-token tokenizer.json takes a few seconds."""
-    from transformers import AutoTokenizer  # noqa: PLC0415
 
-    return AutoTokenizer.from_pretrained(str(directory))
+    ``AutoTokenizer.from_pretrained`` parses Gemma's 33 MB, 262k-token ``tokenizer.json`` with
+    Python's ``json`` twice and rebuilds the vocabulary from Python objects (4-7 s on a slow
+    CPU); ``_fast_tokenizer`` builds the same tokenizer from one parse in Rust, 2-3x faster
+    (``benchmarks/load_time.py``). What it does not handle goes to ``AutoTokenizer``."""
+    tokenizer = _fast_tokenizer(directory)
+    if tokenizer is None:
+        from transformers import AutoTokenizer  # noqa: PLC0415
+
+        tokenizer = AutoTokenizer.from_pretrained(str(directory))
+    return tokenizer
+
+
+# The tokenizer_config.json keys _fast_tokenizer passes on as AutoTokenizer does: what
+# save_pretrained writes for a fast tokenizer. Any other key (extra or model-specific special
+# tokens, added_tokens_decoder, auto_map, init_inputs, ...) means AutoTokenizer's own handling.
+_PLAIN_TOKENIZER_KEYS = frozenset(
+    {
+        "tokenizer_class",
+        "backend",
+        "is_local",
+        "local_files_only",
+        "model_max_length",
+        "bos_token",
+        "eos_token",
+        "unk_token",
+        "sep_token",
+        "pad_token",
+        "cls_token",
+        "mask_token",
+        "add_bos_token",
+        "add_eos_token",
+        "padding_side",
+        "truncation_side",
+        "model_input_names",
+        "clean_up_tokenization_spaces",
+        "add_prefix_space",
+        "split_special_tokens",
+        "chat_template",
+    }
+)
+# Files that make AutoTokenizer read more than tokenizer.json and tokenizer_config.json.
+_LEGACY_TOKENIZER_FILES = (
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "tokenizer.model",
+    "additional_chat_templates",
+)
+_ADDED_TOKENS_KEY = re.compile(r'"added_tokens"\s*:\s*')
+
+
+def _fast_tokenizer(directory: Path) -> PreTrainedTokenizerBase | None:
+    """The tokenizer ``AutoTokenizer.from_pretrained(directory)`` gives, built without parsing
+    ``tokenizer.json`` in Python, or ``None`` where the directory holds more than this handles.
+
+    It follows ``PreTrainedTokenizerBase._from_pretrained`` for a local directory: the class
+    named by ``tokenizer_config.json``, its keyword arguments (the chat template file, the added
+    tokens of ``tokenizer.json`` as ``added_tokens_decoder``, special-token strings mapped to
+    those tokens), and the class's own ``__init__``, given ``tokenizer_file`` so the backend is
+    read by ``tokenizers.Tokenizer.from_file`` (Rust). ``AutoTokenizer`` gives classes with
+    their own ``__init__`` (``GemmaTokenizer``) the vocabulary and merges as Python objects
+    instead; the backend they build equals the file's (``tests/test_models.py`` compares the
+    two loaders' tokenizers for both bundled models, ids, vocabulary, special tokens and all).
+    """
+    from huggingface_hub import is_offline_mode  # noqa: PLC0415
+    from tokenizers import AddedToken  # noqa: PLC0415
+    from transformers import TokenizersBackend  # noqa: PLC0415
+    from transformers.models.auto.tokenization_auto import (  # noqa: PLC0415
+        tokenizer_class_from_name,
+    )
+
+    tokenizer_file = directory / "tokenizer.json"
+    if any((directory / name).exists() for name in _LEGACY_TOKENIZER_FILES):
+        return None
+    try:
+        config = json.loads((directory / "tokenizer_config.json").read_text(encoding="utf-8"))
+        entries = _added_token_entries(tokenizer_file)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(config, dict) or not set(config) <= _PLAIN_TOKENIZER_KEYS:
+        return None
+    class_name = config.pop("tokenizer_class", None)
+    if entries is None or not isinstance(class_name, str) or not class_name:
+        return None  # without a class name AutoTokenizer reads config.json's model type
+    cls = tokenizer_class_from_name(class_name)
+    if not (isinstance(cls, type) and issubclass(cls, TokenizersBackend)):
+        return None
+    added = {int(e.pop("id")): AddedToken(**e) for e in map(dict, entries)}
+
+    kwargs: dict[str, Any] = dict(config)
+    kwargs.pop("add_bos_token", None)  # tokenizer.json's post-processor decides, as in HF
+    kwargs.pop("add_eos_token", None)
+    template = directory / "chat_template.jinja"
+    if template.is_file():
+        kwargs["chat_template"] = template.read_text(encoding="utf-8")
+    for file_id, file_name in cls.vocab_files_names.items():
+        if file_id != "tokenizer_file":
+            if (directory / file_name).exists():
+                return None
+            kwargs[file_id] = None  # resolved and absent, as from_pretrained records it
+    kwargs.update(name_or_path=str(directory), is_local=True, local_files_only=is_offline_mode())
+    kwargs["added_tokens_decoder"] = added
+    kwargs = cls.convert_added_tokens(kwargs, save=False)
+    by_text = {str(token): token for token in added.values()}
+    for key in cls.SPECIAL_TOKENS_ATTRIBUTES:
+        if kwargs.get(key) is not None and by_text:
+            kwargs[key] = by_text.get(str(kwargs[key]), kwargs[key])
+    tokenizer = cls(tokenizer_file=str(tokenizer_file), **kwargs)
+    # The added tokens read from the text must be the backend's own (else: AutoTokenizer).
+    backend_added = tokenizer.backend_tokenizer.get_added_tokens_decoder()
+    if any(backend_added.get(i) != token for i, token in added.items()):
+        return None
+    return tokenizer
+
+
+def _added_token_entries(tokenizer_file: Path) -> list[dict[str, Any]] | None:
+    """The ``added_tokens`` list of a ``tokenizer.json``, read from the start of the file only
+    (``tokenizers`` writes it fourth, before the normalizer and the model's vocabulary)."""
+    decoder = json.JSONDecoder()
+    with tokenizer_file.open("rb") as f:
+        data = f.read(1 << 20)
+        while True:
+            # errors="ignore": a character cut at the end of the block; the list ends before it
+            text = data.decode("utf-8", errors="ignore")
+            match = _ADDED_TOKENS_KEY.search(text)
+            if match is not None:
+                try:
+                    entries, _ = decoder.raw_decode(text, match.end())
+                except ValueError:
+                    entries = None
+                if isinstance(entries, list) and all(isinstance(e, dict) for e in entries):
+                    return entries
+            more = f.read(len(data))
+            if not more:
+                return None
+            data += more
 
 
 def keep_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
@@ -289,7 +451,7 @@ def load_model(
     name: str,
     *,
     device: str | torch.device | None = None,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | _DtypeName = torch.float32,
     device_map: DeviceMap | None = None,
 ) -> TransformerBridge:
     """Load a hooked model in eval mode.
@@ -298,7 +460,9 @@ def load_model(
         name: a bundled name (``"smollm2-135m"``, ``"gemma-3-270m"``: offline), a local
             directory written by ``save_pretrained``, or any name TransformerLens can boot.
         device: where to put the model; ``None`` picks CUDA when available, else CPU.
-        dtype: parameter dtype; bundled weights are cached in float32 and cast.
+        dtype: parameter dtype, a torch dtype or its name: ``"float32"``, ``"bfloat16"``,
+            ``"float16"`` or ``"float64"`` (another string or value is an ``ArgumentError``);
+            bundled weights are cached in float32 and cast.
         device_map: instead of ``device``, an accelerate device map for the Hugging Face load
             (``"auto"``, ``{"": "cpu"}``, or module name -> device): the layers may then sit on
             several devices, and inputs go to the embedding's.
@@ -310,6 +474,7 @@ def load_model(
     """
     if not isinstance(name, str) or not name.strip():
         raise UnknownModelError(_unknown_name_message(str(name), reason="the name is empty"))
+    dtype = _torch_dtype("load_model", dtype)
     if device is not None and device_map is not None:
         raise ArgumentError(
             f"load_model(): pass device={device!r} or device_map={device_map!r}, not both "

@@ -42,6 +42,7 @@ import torch
 from torch import Tensor
 
 from mechlin import sites
+from mechlin._checks import checked
 from mechlin._types import Model
 from mechlin.errors import ArgumentError, MechlinError, NotSupportedError
 
@@ -341,6 +342,7 @@ class ModelSupport:
         return f"<b>{html.escape(self.architecture)}</b><table>{rows}</table>"
 
 
+@checked
 def check_support(model: Model) -> ModelSupport:
     """Probe ``model`` (once) and report every analysis: supported, or why not."""
     analyses = tuple((key, _reason(model, needs, key)) for key, (_, needs) in ANALYSES.items())
@@ -357,10 +359,15 @@ def check_support(model: Model) -> ModelSupport:
     )
 
 
+class _SeenWidth(Exception):
+    """Raised by ``fix_config``'s hook to stop the forward once the width is known."""
+
+
 @torch.no_grad()
 def fix_config(model: Model) -> None:
     """Correct ``cfg.d_mlp`` from the width the first MLP's ``hook_post`` really has (the
-    bridge reads OPT's as 4 x d_model). Called by ``load_model`` on every bridge it boots."""
+    bridge reads OPT's as 4 x d_model). Called by ``load_model`` on every bridge it boots; the
+    probe forward stops at that hook (one token, layer 0 only)."""
     try:
         name = sites.hook_name(model, "mlp_post", 0)
     except MechlinError:
@@ -369,8 +376,14 @@ def fix_config(model: Model) -> None:
 
     def width(act: Tensor, hook: Any) -> None:
         widths.append(int(act.shape[-1]))
+        raise _SeenWidth
 
-    model.run_with_hooks(probe_tokens(model)[:, :2], fwd_hooks=[(name, width)], return_type=None)
+    try:
+        model.run_with_hooks(
+            probe_tokens(model)[:, :1], fwd_hooks=[(name, width)], return_type=None
+        )
+    except _SeenWidth:
+        pass
     if widths and widths[0] != model.cfg.d_mlp:
         logger.info(
             "cfg.d_mlp %s corrected to %s (mlp.hook_post's width)", model.cfg.d_mlp, widths[0]

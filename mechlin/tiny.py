@@ -17,7 +17,7 @@ import torch
 
 from mechlin._checks import checked
 from mechlin.errors import ArgumentError
-from mechlin.models import boot_bridge, record_source
+from mechlin.models import _DtypeName, _torch_dtype, boot_bridge, record_source
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -131,14 +131,18 @@ def tiny_model(
     n_kv_heads: int = 2,
     d_mlp: int = 128,
     add_bos: bool = True,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | _DtypeName = torch.float32,
 ) -> TransformerBridge:
     """A tiny random model as a ``TransformerBridge`` in eval mode, built in-process.
+
+    ``dtype`` is a torch dtype or its name (``"float32"``, ``"bfloat16"``, ``"float16"``,
+    ``"float64"``); another value is an ``ArgumentError``.
 
     >>> model = tiny_model(seed=0)
     >>> model.cfg.n_layers, model.cfg.n_heads, model.cfg.n_key_value_heads
     (3, 4, 2)
     """
+    dtype = _torch_dtype("tiny_model", dtype)
     if d_model % n_heads or n_heads % n_kv_heads:
         raise ArgumentError(
             f"d_model={d_model} must be a multiple of n_heads={n_heads}, and n_heads of "

@@ -32,3 +32,22 @@ def test_tiny_model_has_gqa_and_eval_mode(tiny: object) -> None:
     cfg = tiny.cfg  # type: ignore[attr-defined]
     assert (cfg.n_layers, cfg.n_heads, cfg.n_key_value_heads) == (3, 4, 2)
     assert not tiny.training  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("name", "dtype"),
+    [("float32", torch.float32), ("bfloat16", torch.bfloat16), ("float64", torch.float64)],
+)
+def test_dtype_by_name_is_the_torch_dtype(name: str, dtype: torch.dtype) -> None:
+    by_name = mechlin.tiny_model(seed=4, dtype=name)  # type: ignore[arg-type]
+    by_dtype = mechlin.tiny_model(seed=4, dtype=dtype)
+    assert {p.dtype for p in by_name.parameters()} == {dtype}
+    assert by_name.mechlin_source["kwargs"]["dtype"] is dtype  # what a runner reloads
+    with torch.no_grad():
+        assert torch.equal(by_name(PROMPT), by_dtype(PROMPT))
+
+
+@pytest.mark.parametrize("dtype", ["float8", "fp16", "torch.float16", 16, float, None])
+def test_unknown_dtype_is_an_argument_error(dtype: object) -> None:
+    with pytest.raises(mechlin.ArgumentError, match=r"tiny_model\(\): dtype=.*'bfloat16'"):
+        mechlin.tiny_model(dtype=dtype)  # type: ignore[arg-type]
