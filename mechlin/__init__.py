@@ -4,7 +4,8 @@ Foundations at the top (``models``, ``tiny``, ``sites``, ``tokens``, ``results``
 ``errors``), shipped data in ``mechlin.datasets``, and one subpackage per research area:
 ``mechlin.recall`` (how facts are recalled), ``mechlin.neurons`` (sparse probing of neurons),
 ``mechlin.directions`` (linear concept directions), ``mechlin.origins`` (why linear
-representations arise), ``mechlin.cognition`` (cognition vs expression). Every public name of
+representations arise), ``mechlin.cognition`` (cognition vs expression), ``mechlin.compression``
+(a model as a lossless compressor; bits per byte as a measure of models). Every public name of
 an area's ``__all__`` that researchers call directly is re-exported here.
 """
 
@@ -19,6 +20,16 @@ from mechlin.cognition import (
     pass_at_k,
     probe_cognition,
     score_options,
+)
+from mechlin.compression import (
+    CompressionCapability,
+    CompressionReport,
+    Surprisal,
+    compress,
+    compression_report,
+    compression_vs_capability,
+    decompress,
+    surprisal,
 )
 from mechlin.datasets import FeatureDataset, MCQDataset, load_concepts, load_mcq
 from mechlin.directions import (
@@ -43,7 +54,9 @@ from mechlin.errors import (
     ArgumentTypeError,
     BigramNotFoundError,
     CacheError,
+    CompressedFileError,
     ConceptPairError,
+    DecodingMismatchError,
     DuplicateResultError,
     EmptyInputError,
     MechlinError,
@@ -62,6 +75,7 @@ from mechlin.errors import (
     TokenizationError,
     TooFewPairsError,
     UnknownModelError,
+    WrongModelError,
 )
 from mechlin.models import BUNDLED_MODELS, load_hf_model, load_model
 from mechlin.neurons import (
@@ -133,8 +147,12 @@ __all__ = [
     "CausalTrace",
     "CognitionExpression",
     "CognitionProbe",
+    "CompressedFileError",
+    "CompressionCapability",
+    "CompressionReport",
     "ConceptDirections",
     "ConceptPairError",
+    "DecodingMismatchError",
     "DuplicateResultError",
     "EmbeddingUnembeddingAlignment",
     "EmptyInputError",
@@ -181,10 +199,12 @@ __all__ = [
     "SubjectNotFoundError",
     "SublayerKnockout",
     "SuperpositionSweep",
+    "Surprisal",
     "TokenizationError",
     "TooFewPairsError",
     "ToySuperposition",
     "UnknownModelError",
+    "WrongModelError",
     "adaptive_trace",
     "answer_token",
     "answer_tokens",
@@ -197,7 +217,11 @@ __all__ = [
     "classify_neurons",
     "cognition_vs_expression",
     "collect_activations",
+    "compress",
+    "compression_report",
+    "compression_vs_capability",
     "concept_directions",
+    "decompress",
     "dissect_recall",
     "embedding_std",
     "embedding_unembedding_alignment",
@@ -227,6 +251,7 @@ __all__ = [
     "steering_sweep",
     "sublayer_knockout_rate",
     "superposition_sweep",
+    "surprisal",
     "tiny_model",
     "toy_superposition",
     "train_origins",

@@ -124,12 +124,29 @@ class OptimizationError(MechlinError, RuntimeError):
     """A solver mechlin runs (the optimal-sparse-probe MIP) found no solution."""
 
 
+# --- compression ----------------------------------------------------------------------------
+
+
+class CompressedFileError(MechlinError, ValueError):
+    """Data given to ``decompress`` is not an intact mechlin file (damaged, truncated, foreign)."""
+
+
+class WrongModelError(ArgumentError):
+    """A compressed file was written with another model (or tokenizer) than the one given."""
+
+
+class DecodingMismatchError(MechlinError, RuntimeError):
+    """This machine decodes a compressed file differently from the one that wrote it."""
+
+
 __all__ = [
     "ArgumentError",
     "ArgumentTypeError",
     "BigramNotFoundError",
     "CacheError",
+    "CompressedFileError",
     "ConceptPairError",
+    "DecodingMismatchError",
     "DuplicateResultError",
     "EmptyInputError",
     "MechlinError",
@@ -148,4 +165,5 @@ __all__ = [
     "TokenizationError",
     "TooFewPairsError",
     "UnknownModelError",
+    "WrongModelError",
 ]

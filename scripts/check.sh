@@ -43,6 +43,15 @@ python demos/origins_of_linearity.py --small --out "$out/origins_of_linearity.ht
 python demos/cognition_vs_expression.py --models smollm2-135m --datasets arc_easy --n-items 24 \
     --ft-base smollm2-135m --ft-steps 2 --ft-train 16 --ft-saves 2 --ft-n-items 24 \
     --n-samples 4 --pass-k 1 4 --shots 0 --out "$out/cognition.html"
+# Compression at CI size: the benchmark's script on 3 KB of the unseen corpus (the committed
+# figures: benchmarks/results/compression-*.json, the whole corpus), then a command-line roundtrip
+# decoded in a fresh process.
+python benchmarks/compression.py --model smollm2-135m --bytes 3000 --window 128 --batch-size 16 \
+    --json "$out/compression.json"
+head -c 3000 README.md > "$out/readme.md"
+mechlin compress smollm2-135m "$out/readme.md" --window 128 --quiet
+mechlin decompress "$out/readme.md.mlz" -o "$out/readme.back" --quiet
+cmp "$out/readme.md" "$out/readme.back"
 # Adaptive tracing against the exact trace: the benchmark's script at smoke size (one fact).
 python benchmarks/adaptive_trace.py --models smollm2-135m --n-facts 1 --kinds mlp --n-samples 2 \
     --rome-facts 0 --out "$out/adaptive"

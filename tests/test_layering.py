@@ -11,7 +11,7 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "mechlin"
-AREAS = ("recall", "neurons", "directions", "origins", "cognition")
+AREAS = ("recall", "neurons", "directions", "origins", "cognition", "compression")
 # area -> the areas it may import (public names only)
 AREA_EDGES = {
     "recall": set(),
@@ -19,6 +19,7 @@ AREA_EDGES = {
     "directions": {"neurons"},
     "origins": {"neurons", "directions"},
     "cognition": {"neurons", "directions"},
+    "compression": {"cognition"},
 }
 
 
@@ -57,8 +58,8 @@ def _imports(name: str, modules: dict[str, Path] = MODULES) -> list[tuple[str, l
 
 def _layer(name: str) -> tuple[int, str]:
     parts = name.split(".")
-    if name in ("mechlin", "mechlin.cli", "mechlin.__main__"):
-        return 3, "api"
+    if name in ("mechlin", "mechlin.__main__") or parts[:2] == ["mechlin", "cli"]:
+        return 3, "api"  # the command line is a package: mechlin.cli and its modules
     if parts[1] == "datasets":
         return 1, "datasets"
     if parts[1] in AREAS:

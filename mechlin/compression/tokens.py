@@ -79,7 +79,12 @@ class ByteTable:
                 f"compression needs a fast (Rust) Hugging Face tokenizer; "
                 f"{type(tokenizer).__name__} has no backend_tokenizer"
             )
-        spec = json.loads(backend.to_str())
+        spec = {
+            part: None
+            if getattr(backend, part) is None
+            else json.loads(getattr(backend, part).__getstate__())
+            for part in ("normalizer", "pre_tokenizer", "decoder")
+        }
         kinds = {d.get("type") for d in _decoder_types(spec.get("decoder"))}
         if "ByteLevel" in kinds:
             scheme = "byte_level"
@@ -164,8 +169,9 @@ class ByteTable:
     def _encode_text(self, text: str, out: list[int]) -> int:
         """Append ``text``'s tokens to ``out``; the number of bytes coded one by one."""
         want = text.encode("utf-8")
-        got = self._backend.encode(text, add_special_tokens=False).ids
-        if self.decode(got) == want:
+        got = _plain_ids(self._backend, text)
+        table = self.token_bytes
+        if all(i < self.n_ids and table[i] is not None for i in got) and self.decode(got) == want:
             out += got
             return 0
         lines = text.splitlines(keepends=True)
@@ -180,15 +186,38 @@ class ByteTable:
         return b"".join((table[i] or b"") if i < n else bytes([i - n]) for i in ids)
 
 
+def _plain_ids(backend: Any, text: str) -> list[int]:
+    """``text``'s ids from ``backend`` with special-token text read as text and no padding or
+    truncation (settings a caller may have left on the user's tokenizer), restored after."""
+    reads_special, backend.encode_special_tokens = backend.encode_special_tokens, True
+    padding, truncation = backend.padding, backend.truncation
+    try:
+        if padding is not None:
+            backend.no_padding()
+        if truncation is not None:
+            backend.no_truncation()
+        return list(backend.encode(text, add_special_tokens=False).ids)
+    finally:
+        backend.encode_special_tokens = reads_special
+        if padding is not None:
+            backend.enable_padding(**padding)
+        if truncation is not None:
+            backend.enable_truncation(**truncation)
+
+
 def _byte_pieces(vocab: dict[str, int]) -> set[int]:
     """Ids of ``<0xNN>`` pieces (preferred as byte tokens over a one-byte text piece)."""
     return {i for piece, i in vocab.items() if _BYTE_PIECE.fullmatch(piece)}
 
 
 def _plain_backend(backend: Any, spec: dict[str, Any]) -> Any:
-    """A copy of the tokenizer's backend that adds no prefix space and no special tokens, and
-    reads special-token text as text."""
-    from tokenizers import Tokenizer  # noqa: PLC0415
+    """The tokenizer's backend, or a copy of it that adds no prefix space, when it adds one.
+
+    ``spec``: the backend's normalizer and pre-tokenizer as JSON. The caller passes
+    ``add_special_tokens=False`` and reads special-token text as text; truncation and padding
+    would drop or add tokens, so a backend with them is copied without them too. The copy
+    (``to_str``/``from_str``: seconds for a 262k vocabulary) is made only when needed.
+    """
 
     def off(node: Any) -> Any:
         if isinstance(node, dict):
@@ -204,16 +233,17 @@ def _plain_backend(backend: Any, spec: dict[str, Any]) -> Any:
             return [x for x in (off(v) for v in node) if x is not None]
         return node
 
-    spec = dict(spec)
+    plain = {}
     for key in ("normalizer", "pre_tokenizer"):
-        spec[key] = off(spec.get(key))
-        if isinstance(spec[key], dict) and spec[key].get("type") == "Sequence":
+        plain[key] = off(spec.get(key))
+        if isinstance(plain[key], dict) and plain[key].get("type") == "Sequence":
             sub = "normalizers" if key == "normalizer" else "pretokenizers"
-            if not spec[key].get(sub):
-                spec[key] = None
-    spec["post_processor"] = None
-    spec["truncation"] = None
-    spec["padding"] = None
-    plain = Tokenizer.from_str(json.dumps(spec))
-    plain.encode_special_tokens = True
-    return plain
+            if not plain[key].get(sub):
+                plain[key] = None
+    if all(plain[k] == spec.get(k) for k in plain):
+        return backend  # padding and truncation are turned off per call (``_plain_ids``)
+    from tokenizers import Tokenizer  # noqa: PLC0415
+
+    full = json.loads(backend.to_str())
+    full.update(plain, truncation=None, padding=None)
+    return Tokenizer.from_str(json.dumps(full))
