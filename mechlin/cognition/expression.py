@@ -269,21 +269,30 @@ class ExpressionScores(Result):
     def _correct(self, scores: Tensor) -> Tensor:
         return scores.argmax(-1) == self.answer
 
+    def correct(self, metric: Literal["acc", "acc_norm", "letter"] = "acc") -> Tensor:
+        """Per item, whether ``metric``'s choice is the answer (``acc`` and friends average it)."""
+        if metric == "acc":
+            return self._correct(self.option_loglik)
+        if metric == "acc_norm":
+            return self._correct(self.option_loglik / self.option_chars.clamp(min=1).double())
+        if metric == "letter":
+            return self._correct(self.letter_logprob)
+        raise ArgumentError(f"metric must be 'acc', 'acc_norm' or 'letter', not {metric!r}")
+
     @property
     def acc(self) -> float:
         """Share of items whose highest-likelihood option is the answer."""
-        return float(self._correct(self.option_loglik).float().mean())
+        return float(self.correct("acc").float().mean())
 
     @property
     def acc_norm(self) -> float:
         """As ``acc`` with each option's log-likelihood divided by its character length."""
-        chars = self.option_chars.clamp(min=1).double()
-        return float(self._correct(self.option_loglik / chars).float().mean())
+        return float(self.correct("acc_norm").float().mean())
 
     @property
     def letter_acc(self) -> float:
         """Share of items whose most probable letter (among the item's letters) is right."""
-        return float(self._correct(self.letter_logprob).float().mean())
+        return float(self.correct("letter").float().mean())
 
     @property
     def generated_acc(self) -> float:

@@ -213,13 +213,7 @@ def compression_vs_capability(
         rows = []
         for ds in datasets:
             scores = expression_scores(model, ds, shots=shots, progress=progress)
-            if metric == "acc":
-                rows.append(scores._correct(scores.option_loglik))
-            elif metric == "acc_norm":
-                chars = scores.option_chars.clamp(min=1).double()
-                rows.append(scores._correct(scores.option_loglik / chars))
-            else:
-                rows.append(scores._correct(scores.letter_logprob))
+            rows.append(scores.correct(metric))
         correct.append(torch.cat(rows))
     return CompressionCapability(
         model_names=tuple(models),

@@ -38,7 +38,6 @@ import hashlib
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -46,7 +45,14 @@ import torch
 from tqdm.auto import tqdm
 
 from mechlin._checks import checked
-from mechlin.compression.container import DTYPES, Header, checksum, pack, unpack
+from mechlin.compression.container import (
+    DTYPES,
+    Header,
+    checksum,
+    pack,
+    parse_environment,
+    unpack,
+)
 from mechlin.compression.tokens import ByteTable
 from mechlin.errors import (
     ArgumentError,
@@ -310,29 +316,20 @@ def compress(
     return pack(header, chunks)
 
 
-@dataclass(frozen=True)
-class _Mismatch:
-    """What differs between the writer's environment and this one."""
-
-    parts: list[str]
-
-    def describe(self) -> str:
-        if not self.parts:
-            return (
-                "the recorded environment matches this one, so this machine's CPU kernels "
-                "compute the model's low bits differently (another CPU model or BLAS)"
-            )
-        return "; ".join(self.parts)
-
-
-def _differences(header: Header, model: Any) -> _Mismatch:
-    here = dict(part.split(" ", 1) for part in environment(model).split("|"))
+def _differences(header: Header, model: Any) -> str:
+    """What differs between the writer's recorded environment and this one, in words."""
+    here = parse_environment(environment(model))
     parts = [
         f"{key}: written with {value!r}, here {here.get(key)!r}"
-        for key, value in header.environment_parts().items()
+        for key, value in parse_environment(header.environment).items()
         if here.get(key) != value
     ]
-    return _Mismatch(parts)
+    if not parts:
+        return (
+            "the recorded environment matches this one, so this machine's CPU kernels "
+            "compute the model's low bits differently (another CPU model or BLAS)"
+        )
+    return "; ".join(parts)
 
 
 @checked
@@ -390,7 +387,7 @@ def decompress(model: Any, blob: bytes, *, progress: bool = True) -> bytes:
                 except (ValueError, RuntimeError, AssertionError) as e:
                     raise DecodingMismatchError(
                         f"decoding failed inside the range coder at step {t} "
-                        f"({type(e).__name__}: {e}); {_differences(header, model).describe()}"
+                        f"({type(e).__name__}: {e}); {_differences(header, model)}"
                     ) from None
                 for r, s in zip(rows, symbols, strict=True):
                     out[r].append(int(s))
@@ -402,7 +399,7 @@ def decompress(model: Any, blob: bytes, *, progress: bool = True) -> bytes:
     if len(data) != header.n_bytes or checksum(data) != header.data_checksum:
         raise DecodingMismatchError(
             "the decoded bytes do not match the original's checksum although the file is "
-            f"intact and the weights are the writer's: {_differences(header, model).describe()}. "
+            f"intact and the weights are the writer's: {_differences(header, model)}. "
             f"Decode on a machine like the writer's (threads={header.threads}, "
             f"{header.environment})"
         )

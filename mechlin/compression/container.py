@@ -105,7 +105,12 @@ class Header:
 
     def environment_parts(self) -> dict[str, str]:
         """``environment`` as {"torch": "2.13.0+cpu", ..., "device": "cpu:avx2"}."""
-        return dict(part.split(" ", 1) for part in self.environment.split("|") if " " in part)
+        return parse_environment(self.environment)
+
+
+def parse_environment(text: str) -> dict[str, str]:
+    """An environment string ("torch 2.13.0|device cpu:AVX2|...") as {name: value}."""
+    return dict(part.split(" ", 1) for part in text.split("|") if " " in part)
 
 
 def pack(header: Header, chunks: list[np.ndarray]) -> bytes:

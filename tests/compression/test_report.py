@@ -28,6 +28,14 @@ def test_classic_sizes_are_the_compressors_own() -> None:
     assert sizes["gzip -9"] == len(gzip.compress(TEXT, compresslevel=9, mtime=0))
     assert sizes["xz -9e"] == len(lzma.compress(TEXT, preset=9 | lzma.PRESET_EXTREME))
     assert gzip.decompress(gzip.compress(TEXT, compresslevel=9)) == TEXT
+    # each size is of a file that decodes on its own: the smallest strong setting wins over
+    # the fastest one, and every size is below the text's
+    import brotli
+    import zstandard
+
+    assert sizes["zstd -19"] <= len(zstandard.ZstdCompressor(level=1).compress(TEXT))
+    assert sizes["brotli 11"] <= len(brotli.compress(TEXT, quality=0))
+    assert all(v < len(TEXT) for v in sizes.values())
     assert set(sizes) == {"gzip -9", "xz -9e", "zstd -19", "brotli 11"}
 
 

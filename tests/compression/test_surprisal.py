@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from mechlin.compression import Surprisal, compress, read_header, surprisal
+from mechlin.compression.coder import byte_table
 from mechlin.errors import ArgumentError
 from tests.reference.compression_ref import surprisal_ref
 
@@ -41,6 +42,12 @@ def test_rank_entropy_and_rates_are_consistent(tiny) -> None:
     assert bool((s.rank >= 1).all()) and bool((s.entropy >= 0).all())
     top = s.rank == 1
     assert bool((s.bits[top] <= s.bits[~top].min() + 20).all())
+    # the top guess holds at least 1/n of the mass over the n coded ids (plus the coder's leak)
+    from mechlin.compression.bits import leak_bits
+
+    n_coded = len(byte_table(tiny).coded_ids)
+    assert bool((s.bits[top] <= math.log2(n_coded) + leak_bits(s.d_vocab) + 1e-4).all())
+    assert bool((s.bits >= 0).all())
     assert s.bits_per_byte == pytest.approx(s.total_bits / len(TEXT))
     assert s.bits_per_char == pytest.approx(s.total_bits / len(TEXT.decode()))
     assert s.predicted_bytes == math.ceil(s.total_bits / 8)
