@@ -65,6 +65,10 @@ def reference_trace(
         corrupt = clean.expand(noise.shape[0], -1)
 
     def metric_fn(logits):
+        # In float64: a float32 softmax over a vocabulary of 49k tokens is off by ~1e-5 at
+        # p = 0.7, by an amount that depends on the CPU's reduction order (SIMD width); the
+        # engines sum the normalizer in float64 too. The logits themselves stay float32.
+        logits = logits.double()
         if metric == "prob":
             return logits.softmax(-1)[:, answer_id]
         if metric == "logprob":
