@@ -29,7 +29,16 @@ token costs about 24 bits instead of being unrepresentable. ``perfect=True`` (co
 
 **Windows** are independent: each starts afresh with the start token, so a longer window
 predicts better (more context) and fewer windows batch less. Chunks of ``batch_size`` windows
-are coded separately, so they decode separately (and could on separate workers).
+are coded separately, so they decode separately.
+
+**Workers.** ``runner=`` (``mechlin.LocalRunner()``, ``mechlin.RayRunner(...)``) codes each
+chunk as one ``Item`` of the runner, on its workers, and the driver concatenates the chunks in
+order: the same file as without a runner, byte for byte, because every worker computes with the
+thread count the file records (the driver's ``torch.get_num_threads()`` when compressing, the
+header's when decompressing), whatever its own setting. The runner refuses a worker whose model
+differs (``model_fingerprint``); ``compress`` also refuses a worker whose environment string
+differs from the driver's (its chunk would not decode where the header says). Give
+``RayRunner(chunk_size=1)``: a chunk is already a batch of windows.
 """
 
 from __future__ import annotations
@@ -61,6 +70,7 @@ from mechlin.errors import (
     NotSupportedError,
     WrongModelError,
 )
+from mechlin.runners import Item, Runner
 
 _TABLES: weakref.WeakKeyDictionary[Any, ByteTable] = weakref.WeakKeyDictionary()
 _FINGERPRINTS: weakref.WeakKeyDictionary[Any, tuple[tuple[Any, ...], bytes]] = (
@@ -244,6 +254,97 @@ def _model_name(model: Any) -> str:
     return str(getattr(model.cfg, "model_name", type(model).__name__))
 
 
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+
+def _encode_chunk(
+    model: Any, table: ByteTable, start: int, family: Any, tokens: list[np.ndarray], bar: Any
+) -> np.ndarray:
+    """The range coder's words for one chunk: the windows ``tokens`` (int32 ids each)."""
+    import constriction  # noqa: PLC0415
+
+    encoder = constriction.stream.queue.RangeEncoder()
+
+    def encode(t: int, rows: np.ndarray, probs: np.ndarray) -> np.ndarray:
+        symbols = np.array([tokens[r][t] for r in rows], dtype=np.int32)
+        try:
+            encoder.encode(symbols, family, probs)
+        except (ValueError, RuntimeError) as e:
+            raise NotSupportedError(
+                f"the range coder refused step {t} ({type(e).__name__}: {e})"
+            ) from None
+        return symbols
+
+    _code_chunk(model, table, start, [len(w) for w in tokens], encode, bar)
+    return np.asarray(encoder.get_compressed())
+
+
+def _decode_chunk(
+    model: Any,
+    table: ByteTable,
+    family: Any,
+    header: Header,
+    lengths: list[int],
+    words: np.ndarray,
+    bar: Any,
+) -> list[int]:
+    """The token ids of one chunk (its windows one after the other), decoded from ``words``."""
+    import constriction  # noqa: PLC0415
+
+    decoder = constriction.stream.queue.RangeDecoder(words)
+    decoded: list[list[int]] = [[] for _ in lengths]
+
+    def decode(t: int, rows: np.ndarray, probs: np.ndarray) -> np.ndarray:
+        try:
+            symbols = np.asarray(decoder.decode(family, probs), dtype=np.int32)
+        except (ValueError, RuntimeError, AssertionError) as e:
+            raise DecodingMismatchError(
+                f"decoding failed inside the range coder at step {t} "
+                f"({type(e).__name__}: {e}); {_differences(header, model)}"
+            ) from None
+        for r, s in zip(rows, symbols, strict=True):
+            decoded[r].append(int(s))
+        return symbols
+
+    _code_chunk(model, table, header.start, lengths, decode, bar)
+    return [s for row in decoded for s in row]
+
+
+def _worker_table(model: Any, table_fingerprint: bytes) -> ByteTable:
+    """The worker's ``ByteTable``, refused unless it is the file's."""
+    table = byte_table(model)
+    if table.fingerprint != table_fingerprint:
+        raise WrongModelError(
+            f"a worker's model has another token table (fingerprint {table.fingerprint.hex()}) "
+            f"than the file's ({table_fingerprint.hex()}): give the runner the very same model"
+        )
+    return table
+
+
+def _encode_work(model: Any, payload: dict[str, Any]) -> dict[str, Any]:
+    """One chunk's words, computed with the file's thread count (the runners' unit of work),
+    and the environment they were computed in."""
+    table = _worker_table(model, payload["table"])
+    with _threads(payload["threads"]):
+        words = _encode_chunk(
+            model, table, payload["start"], _family(), payload["tokens"], _NoBar()
+        )
+    return {"words": words, "environment": environment(model)}
+
+
+def _decode_work(model: Any, payload: dict[str, Any]) -> np.ndarray:
+    """One chunk's token ids, decoded with the file's thread count (the runners' unit of work)."""
+    header: Header = payload["header"]
+    table = _worker_table(model, header.table_fingerprint)
+    with _threads(header.threads):
+        ids = _decode_chunk(
+            model, table, _family(), header, payload["lengths"], payload["words"], _NoBar()
+        )
+    return np.asarray(ids, dtype=np.int64)
+
+
 @checked
 def compress(
     model: Any,
@@ -252,6 +353,7 @@ def compress(
     window: int = 1024,
     batch_size: int = 64,
     progress: bool = True,
+    runner: Runner | None = None,
 ) -> bytes:
     """``data`` compressed with ``model``: any bytes (empty, invalid UTF-8, NULs, ...).
 
@@ -259,9 +361,9 @@ def compress(
     model's context length). ``batch_size``: windows coded together in one chunk (faster per
     token; each chunk decodes on its own). ``decompress(model, blob)`` gives ``data`` back on a
     machine that computes the model the same way; the file records what that takes.
+    ``runner``: ``None`` codes here; ``mechlin.RayRunner(...)`` codes each chunk on a Ray worker
+    with this process's ``torch.get_num_threads()`` (the file is the same byte for byte).
     """
-    import constriction  # noqa: PLC0415
-
     if not isinstance(data, bytes | bytearray | memoryview):
         raise CompressedFileError(f"compress takes bytes, not {type(data).__name__}")
     data = bytes(data)
@@ -273,32 +375,34 @@ def compress(
     ids = table.encode(data).ids
     if table.decode(ids) != data:  # by construction never; checked while the data is here
         raise NotSupportedError("the tokens do not give back the data (a mechlin bug): report it")
-    start, family = start_token(model), _family()
-    chunks = []
+    start = start_token(model)
     threads = torch.get_num_threads()
-    with tqdm(total=len(ids), desc="compress", unit="tok", disable=not progress) as bar:
-        for spans in _windows(len(ids), window, batch_size):
-            tokens = [np.asarray(ids[a:b], dtype=np.int32) for a, b in spans]
-            encoder = constriction.stream.queue.RangeEncoder()
-
-            def encode(
-                t: int,
-                rows: np.ndarray,
-                probs: np.ndarray,
-                tokens: Any = tokens,
-                coder: Any = encoder,
-            ) -> np.ndarray:
-                symbols = np.array([tokens[r][t] for r in rows], dtype=np.int32)
-                try:
-                    coder.encode(symbols, family, probs)
-                except (ValueError, RuntimeError) as e:
-                    raise NotSupportedError(
-                        f"the range coder refused step {t} ({type(e).__name__}: {e})"
-                    ) from None
-                return symbols
-
-            _code_chunk(model, table, start, [b - a for a, b in spans], encode, bar)
-            chunks.append(encoder.get_compressed())
+    here = environment(model)
+    batches = [
+        [np.asarray(ids[a:b], dtype=np.int32) for a, b in spans]
+        for spans in _windows(len(ids), window, batch_size)
+    ]
+    if runner is None:
+        family = _family()
+        with tqdm(total=len(ids), desc="compress", unit="tok", disable=not progress) as bar:
+            chunks = [_encode_chunk(model, table, start, family, b, bar) for b in batches]
+    else:
+        options = dict(table=table.fingerprint, start=start, threads=threads)
+        items = [
+            Item(f"chunk{c:06d}", dict(options, tokens=b), size=sum(len(w) for w in b))
+            for c, b in enumerate(batches)
+        ]
+        got = runner.map(model, _encode_work, items, progress=progress, desc="compress", unit="tok")
+        chunks = []
+        for item in items:
+            record = got[item.key]
+            if record["environment"] != here:
+                raise ArgumentError(
+                    f"compress: a worker of {runner!r} coded {item.key} in another environment "
+                    f"than this process ({_compare(here, record['environment'], 'here', 'there')})"
+                    ": the file records one; run the workers on machines like this one"
+                )
+            chunks.append(record["words"])
     header = Header(
         model_name=_model_name(model),
         model_fingerprint=model_fingerprint(model),
@@ -308,7 +412,7 @@ def compress(
         batch=batch_size,
         threads=threads,
         start=start,
-        environment=environment(model),
+        environment=here,
         n_bytes=len(data),
         n_tokens=len(ids),
         data_checksum=checksum(data),
@@ -316,29 +420,34 @@ def compress(
     return pack(header, chunks)
 
 
+def _compare(written: str, here: str, a: str = "written with", b: str = "here") -> str:
+    """The parts of two environment strings that differ, in words ("" if none)."""
+    now = parse_environment(here)
+    return "; ".join(
+        f"{key}: {a} {value!r}, {b} {now.get(key)!r}"
+        for key, value in parse_environment(written).items()
+        if now.get(key) != value
+    )
+
+
 def _differences(header: Header, model: Any) -> str:
     """What differs between the writer's recorded environment and this one, in words."""
-    here = parse_environment(environment(model))
-    parts = [
-        f"{key}: written with {value!r}, here {here.get(key)!r}"
-        for key, value in parse_environment(header.environment).items()
-        if here.get(key) != value
-    ]
-    if not parts:
-        return (
-            "the recorded environment matches this one, so this machine's CPU kernels "
-            "compute the model's low bits differently (another CPU model or BLAS)"
-        )
-    return "; ".join(parts)
+    return _compare(header.environment, environment(model)) or (
+        "the recorded environment matches this one, so this machine's CPU kernels "
+        "compute the model's low bits differently (another CPU model or BLAS)"
+    )
 
 
 @checked
-def decompress(model: Any, blob: bytes, *, progress: bool = True) -> bytes:
+def decompress(
+    model: Any, blob: bytes, *, progress: bool = True, runner: Runner | None = None
+) -> bytes:
     """The bytes ``compress(model, data)`` was given; raises ``CompressedFileError`` for data
     that is damaged or not mechlin's, ``WrongModelError`` for another model, and
-    ``DecodingMismatchError`` when this machine computes the model differently."""
-    import constriction  # noqa: PLC0415
+    ``DecodingMismatchError`` when this machine computes the model differently.
 
+    ``runner``: ``None`` decodes here; ``mechlin.RayRunner(...)`` decodes each chunk on a Ray
+    worker, with the thread count the file records (its error, if any, is raised here)."""
     header, chunks = unpack(blob)
     if header.dtype != _dtype_name(model):
         raise WrongModelError(
@@ -358,43 +467,35 @@ def decompress(model: Any, blob: bytes, *, progress: bool = True) -> bytes:
             f"{header.model_fingerprint.hex()}); the given model's weights differ "
             f"({model_fingerprint(model).hex()}): load the model it was written with"
         )
-    start, family = start_token(model), _family()
+    start = start_token(model)
     if start != header.start:
         raise WrongModelError(
             f"this file's windows start from token {header.start}; the given model's tokenizer "
             f"starts from {start} (another BOS/EOS setting): load the tokenizer it was written with"
         )
+    lengths = [
+        [b - a for a, b in spans]
+        for spans in _windows(header.n_tokens, header.window, header.batch)
+    ]
     ids: list[int] = []
-    with (
-        _threads(header.threads),
-        tqdm(total=header.n_tokens, desc="decompress", unit="tok", disable=not progress) as bar,
-    ):
-        for spans, words in zip(
-            _windows(header.n_tokens, header.window, header.batch), chunks, strict=True
+    if runner is None:
+        family = _family()
+        with (
+            _threads(header.threads),
+            tqdm(total=header.n_tokens, desc="decompress", unit="tok", disable=not progress) as bar,
         ):
-            decoder = constriction.stream.queue.RangeDecoder(words)
-            decoded: list[list[int]] = [[] for _ in spans]
-
-            def decode(
-                t: int,
-                rows: np.ndarray,
-                probs: np.ndarray,
-                coder: Any = decoder,
-                out: Any = decoded,
-            ) -> np.ndarray:
-                try:
-                    symbols = np.asarray(coder.decode(family, probs), dtype=np.int32)
-                except (ValueError, RuntimeError, AssertionError) as e:
-                    raise DecodingMismatchError(
-                        f"decoding failed inside the range coder at step {t} "
-                        f"({type(e).__name__}: {e}); {_differences(header, model)}"
-                    ) from None
-                for r, s in zip(rows, symbols, strict=True):
-                    out[r].append(int(s))
-                return symbols
-
-            _code_chunk(model, table, start, [b - a for a, b in spans], decode, bar)
-            ids += [s for row in decoded for s in row]
+            for n, words in zip(lengths, chunks, strict=True):
+                ids += _decode_chunk(model, table, family, header, n, words, bar)
+    else:
+        items = [
+            Item(f"chunk{c:06d}", dict(header=header, lengths=n, words=words), size=sum(n))
+            for c, (n, words) in enumerate(zip(lengths, chunks, strict=True))
+        ]
+        got = runner.map(
+            model, _decode_work, items, progress=progress, desc="decompress", unit="tok"
+        )
+        for item in items:
+            ids += got[item.key].tolist()
     data = table.decode(ids)
     if len(data) != header.n_bytes or checksum(data) != header.data_checksum:
         raise DecodingMismatchError(
