@@ -99,6 +99,8 @@ RULES: dict[str, Rule] = {
             "n_candidates",
             "context_words",
             "n_shuffles",
+            "n_permutations",
+            "n_bootstrap",
             "n_rotations",
             "max_iter",
             "n_layers",

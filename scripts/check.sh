@@ -39,6 +39,10 @@ python demos/superposition.py --steps 800 --lr 1e-2 --grid 5 --seeds 1 --skip-br
     --out "$out/superposition.html"
 # Origins of linear representations at CI size (simulation sweep + the smollm2 alignment check).
 python demos/origins_of_linearity.py --small --out "$out/origins_of_linearity.html"
+# The Jiang et al. reproduction at CI size (the committed figures: docs/reproductions/jiang2024.md,
+# from the same script without --tiny), and the batched grid's benchmark at smoke size.
+python scripts/reproduce_jiang2024.py --tiny --out "$out/jiang2024"
+python benchmarks/origins_grid.py --smoke --json "$out/origins_grid.json"
 # Cognition vs expression at CI size (smollm2, 24 ARC-Easy items, a 2-step fine-tune).
 python demos/cognition_vs_expression.py --models smollm2-135m --datasets arc_easy --n-items 24 \
     --ft-base smollm2-135m --ft-steps 2 --ft-train 16 --ft-saves 2 --ft-n-items 24 \

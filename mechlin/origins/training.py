@@ -61,6 +61,7 @@ Encoder = Literal["embedding", "mlp"]
 Targets = Literal["sampled", "expected"]
 Setting = str | int | float | bool
 DEFAULT_LR = {"sgd": 20.0, "adam": 0.01}
+CONVERGED_NATS = 0.02  # excess loss below which summary() calls a run converged (origins_grid's)
 
 
 @dataclass(frozen=True)
@@ -145,7 +146,14 @@ class OriginsRun(Result):
                 f"latent-concept model: m={self.n_concepts} concepts, vocab {len(self.tokens)}, "
                 f"d={s.get('d')}, {s.get('optimizer')}, {s.get('context_encoder')} encoder, "
                 f"{int(self.steps[-1])} steps",
-                f"loss {f['loss']:.4f} (optimum {self.optimum:.4f}, excess {f['excess_loss']:.4f})",
+                f"loss {f['loss']:.4f} (optimum {self.optimum:.4f}, excess {f['excess_loss']:.4f}"
+                + (
+                    ")"
+                    if f["excess_loss"] <= CONVERGED_NATS
+                    else f"; NOT converged: more than {CONVERGED_NATS} nats above the optimum, "
+                    "the numbers below are mid-training - train longer, or use origins_grid, "
+                    "which descends the exact loss to a tolerance)"
+                ),
                 f"linearity (mean pairwise cos of pair differences): unembedding "
                 f"{f['unembed_linearity']:.3f} (random pairs {f['unembed_baseline']:+.3f}), "
                 f"context {f['context_linearity']:.3f} (random {f['context_baseline']:+.3f})",
