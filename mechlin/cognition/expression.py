@@ -24,11 +24,16 @@ Three ways of reading the model's answer, all batched:
 Token boundary (lm-eval's rule): the continuation carries its leading space; trailing whitespace
 of a context is moved to the front of the continuation; ``prompt + option`` is encoded whole
 (with BOS as the model's tokenizer adds it) and the continuation's tokens are the ones after
-the context's own tokens. Padding: sequences of a batch are padded on the right and each row's
-log-probs are gathered at its own positions; in a causal model no real token attends to a later
-one, so this equals scoring one prompt at a time (tested, also against a plain loop on the
-Hugging Face model). The forward pass stops at the final residual stream and only the rows that
-are scored are unembedded (the logits of the whole sequence are never built).
+the context's own tokens.
+
+Engine (``mechlin.cognition._loglik``): every request of a chunk (each cloze option, each letter
+prompt) goes into one prefix tree, and each distinct token prefix runs once, against the
+key-value cache of its ancestors: an item's options share its question, and its letter prompt
+shares the question too. The forward stops at the final residual stream and only the rows that
+are read are unembedded. Tested against the plain right-padded engine (every request whole) on
+every architecture family and against a one-text-at-a-time Hugging Face loop; the scores agree
+to float32 rounding. ``benchmarks/expression_vs_lm_eval.py`` compares it with lm-evaluation-
+harness 0.4.13 on the same local task: the same acc and acc_norm to the item, faster.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ from mechlin import viz
 from mechlin._checks import NONNEG, checked
 from mechlin._store import ItemStore
 from mechlin._types import Model
+from mechlin.cognition import _loglik
 from mechlin.cognition.prompts import (
     cloze_context,
     cloze_options,
@@ -68,8 +74,6 @@ from mechlin.errors import (
 )
 from mechlin.results import Result
 from mechlin.runners import Item, Runner, as_runner
-from mechlin.sites import hook_name, unembed
-from mechlin.tokens import input_device
 
 SampleFrom = Literal["letters", "vocab"]
 _KIND = "expression_scores"
@@ -107,11 +111,9 @@ def encode_continuation(model: Model, context: str, continuation: str) -> tuple[
     return whole, n_ctx
 
 
-class _Stop(Exception):
-    """Raised by the final-residual hook: nothing after it is needed."""
+_force_padded = False  # tests set it to check the prefix-tree engine against the padded one
 
 
-@torch.no_grad()
 def _logprob_rows(
     model: Model,
     inputs: Sequence[list[int]],
@@ -120,39 +122,9 @@ def _logprob_rows(
     batch_size: int,
     bar: Any,
 ) -> Iterator[tuple[int, Float[Tensor, "pos vocab"]]]:
-    """Yield ``(request, log-softmax rows at its positions)`` for every request, batched.
-
-    Requests are sorted longest first and right-padded; each row is read at its own positions.
-    """
-    final = hook_name(model, "final_resid")
-    device = input_device(model)
-    order = sorted(range(len(inputs)), key=lambda i: -len(inputs[i]))
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        width = max(len(inputs[i]) for i in idx)
-        tokens = torch.zeros(len(idx), width, dtype=torch.long)  # (batch, pos), right-padded
-        for b, i in enumerate(idx):
-            tokens[b, : len(inputs[i])] = torch.tensor(inputs[i])
-        got: dict[str, Tensor] = {}
-
-        def grab(act: Tensor, hook: Any, got: dict[str, Tensor] = got) -> None:
-            got["resid"] = act
-            raise _Stop
-
-        try:
-            with model.hooks(fwd_hooks=[(final, grab)]):
-                model(tokens.to(device), return_type=None)
-        except _Stop:
-            pass
-        resid = got["resid"]  # (batch, pos, d_model)
-        rows = torch.cat([resid[b, positions[i]] for b, i in enumerate(idx)])  # (rows, d_model)
-        logprobs = unembed(model, rows).float().log_softmax(-1).cpu()  # (rows, vocab)
-        offset = 0
-        for i in idx:
-            n = len(positions[i])
-            yield i, logprobs[offset : offset + n]
-            offset += n
-        bar.update(sum(len(inputs[i]) for i in idx))
+    """``(request, log-softmax rows at its positions)`` for every request (see ``_loglik``)."""
+    engine = _loglik.padded_rows if _force_padded else _loglik.tree_rows
+    return engine(model, inputs, positions, batch_size=batch_size, bar=bar)
 
 
 def _score_pairs(
@@ -252,6 +224,7 @@ class ExpressionScores(Result):
     temperature: float
     sample_from: str
     n_correct: Int[Tensor, " item"]  # correct letters among the n_samples samples
+    letters_scored: bool = True  # False: cloze only (expression_scores(letters=False))
 
     def __post_init__(self) -> None:
         n = len(self.item_ids)
@@ -276,8 +249,16 @@ class ExpressionScores(Result):
         if metric == "acc_norm":
             return self._correct(self.option_loglik / self.option_chars.clamp(min=1).double())
         if metric == "letter":
+            self._need_letters()
             return self._correct(self.letter_logprob)
         raise ArgumentError(f"metric must be 'acc', 'acc_norm' or 'letter', not {metric!r}")
+
+    def _need_letters(self) -> None:
+        if not self.letters_scored:
+            raise ArgumentError(
+                "the letters were not scored (letters=False): rerun expression_scores with "
+                "letters=True for letter and generated accuracy"
+            )
 
     @property
     def acc(self) -> float:
@@ -297,6 +278,7 @@ class ExpressionScores(Result):
     @property
     def generated_acc(self) -> float:
         """Share of items whose greedy next token is the right letter."""
+        self._need_letters()
         return float(self.generated_correct.float().mean())
 
     @property
@@ -321,12 +303,9 @@ class ExpressionScores(Result):
 
     def metrics(self, pass_k: Sequence[int] = ()) -> dict[str, float]:
         """The headline numbers by name (``acc``, ``acc_norm``, ``letter``, ``pass@k``)."""
-        out = dict(
-            acc=self.acc,
-            acc_norm=self.acc_norm,
-            letter=self.letter_acc,
-            generated=self.generated_acc,
-        )
+        out = dict(acc=self.acc, acc_norm=self.acc_norm)
+        if self.letters_scored:
+            out.update(letter=self.letter_acc, generated=self.generated_acc)
         out.update({f"pass@{k}": self.pass_at(k) for k in pass_k})
         return out
 
@@ -334,8 +313,12 @@ class ExpressionScores(Result):
         lines = [
             f"Expression of {self.model_name or 'the model'} on {self.dataset} "
             f"({self.n_items} items, {self.shots}-shot; chance {self.chance:.3f})",
-            f"  acc {self.acc:.3f}   acc_norm {self.acc_norm:.3f}   letter {self.letter_acc:.3f}"
-            f"   generated letter {self.generated_acc:.3f}",
+            f"  acc {self.acc:.3f}   acc_norm {self.acc_norm:.3f}   "
+            + (
+                f"letter {self.letter_acc:.3f}   generated letter {self.generated_acc:.3f}"
+                if self.letters_scored
+                else "letters not scored"
+            ),
         ]
         if self.n_samples:
             ks = [k for k in (1, 2, 4, 8, 16) if k <= self.n_samples]
@@ -404,6 +387,7 @@ def expression_scores(
     seed: int = 0,
     batch_size: int = 16,
     chunk_size: int = 64,
+    letters: bool = True,
     out: str | os.PathLike[str] | None = None,
     progress: bool = True,
     runner: Runner | None = None,
@@ -415,6 +399,8 @@ def expression_scores(
     ``temperature`` for pass@k (seeded per item, so batching changes nothing). With ``out=`` a
     directory, chunks of ``chunk_size`` items are stored as they finish and a rerun resumes.
     ``runner=mechlin.RayRunner(...)`` scores the chunks on Ray workers (the same scores).
+    ``letters=False`` scores the cloze options only (lm-eval's ``acc`` / ``acc_norm`` work): the
+    letter metrics then raise, and ``n_samples`` must be 0.
     """
     if not isinstance(dataset, MCQDataset):
         raise ArgumentTypeError(f"dataset must be an MCQDataset (load_mcq), not {type(dataset)}")
@@ -431,6 +417,8 @@ def expression_scores(
         raise OutOfRangeError(f"temperature must be > 0 to sample, got {temperature}")
     if chunk_size < 1:
         raise ArgumentError(f"chunk_size must be positive, got {chunk_size}")
+    if n_samples and not letters:
+        raise ArgumentError("n_samples samples letters: it needs letters=True")
     shot_lists = draw_shots(dataset, shot_pool, shots, seed=seed)
     model_name = str(getattr(model.cfg, "model_name", ""))
     chunks = [
@@ -448,6 +436,7 @@ def expression_scores(
             sample_from=sample_from,
             seed=seed,
             chunk_size=chunk_size,
+            **({} if letters else {"letters": False}),  # older stores stay valid
         )
         store = ItemStore(out, kind=_KIND, settings=settings)
     options = dict(
@@ -456,6 +445,7 @@ def expression_scores(
         sample_from=sample_from,
         seed=seed,
         batch_size=batch_size,
+        letters=letters,
     )
     work = [
         Item(
@@ -501,6 +491,7 @@ def expression_scores(
         temperature=float(temperature),
         sample_from=sample_from,
         n_correct=torch.cat([p["n_correct"] for p in parts]),
+        letters_scored=letters,
     )
 
 
@@ -516,6 +507,7 @@ def _chunk_work(model: Model, payload: dict[str, Any]) -> dict[str, Tensor]:
         payload["sample_from"],
         payload["seed"],
         payload["batch_size"],
+        payload.get("letters", True),
     )
 
 
@@ -529,34 +521,29 @@ def _score_chunk(
     sample_from: str,
     seed: int,
     batch_size: int,
+    letters: bool = True,
 ) -> dict[str, Tensor]:
-    """All scores of the items in ``chunk`` (one batched pass for cloze, one for letters)."""
+    """All scores of the items in ``chunk``, cloze and letter requests in one engine call."""
     items = [dataset[i] for i in chunk]
     width = max(len(it.choices) for it in items)
-    # cloze: one request per (item, option)
-    pairs, owner = [], []
-    for j, (i, it) in enumerate(zip(chunk, items, strict=True)):
-        context = with_shots(cloze_context(it), shot_lists[i], style="cloze")
-        for o, option in enumerate(cloze_options(it)):
-            pairs.append(encode_continuation(model, context, option))
-            owner.append((j, o))
-    with tqdm(disable=True) as quiet:
-        sums = _score_pairs(model, pairs, batch_size=batch_size, bar=quiet)
-    option_loglik = torch.full((len(items), width), -math.inf, dtype=torch.float64)
-    option_chars = torch.zeros(len(items), width, dtype=torch.long)
-    for (j, o), s in zip(owner, sums.tolist(), strict=True):
-        option_loglik[j, o] = s
-        option_chars[j, o] = len(items[j].choices[o])
-    # letters: one request per item read at its last prompt token when every letter is one
-    # token (real tokenizers); else one teacher-forced request per (item, letter)
-    letter_logprob = torch.full((len(items), width), -math.inf, dtype=torch.float64)
-    generated = torch.zeros(len(items), dtype=torch.bool)
-    n_correct = torch.zeros(len(items), dtype=torch.long)
+    # every request: its input, the positions read, the target token at each (cloze) or the
+    # letter tokens at its one position (letters), and (item, option, kind)
     inputs: list[list[int]] = []
     positions: list[list[int]] = []
     targets: list[list[int]] = []
-    owner = []
+    owner: list[tuple[int, int, str]] = []
     for j, (i, it) in enumerate(zip(chunk, items, strict=True)):
+        context = with_shots(cloze_context(it), shot_lists[i], style="cloze")
+        for o, option in enumerate(cloze_options(it)):
+            whole, n = encode_continuation(model, context, option)
+            inputs.append(whole[:-1])
+            positions.append(list(range(n - 1, len(whole) - 1)))
+            targets.append(whole[n:])
+            owner.append((j, o, "cloze"))
+        if not letters:
+            continue
+        # letters: one request per item read at its last prompt token when every letter is one
+        # token (real tokenizers); else one teacher-forced request per (item, letter)
         prompt = with_shots(letter_prompt(it), shot_lists[i], style="letter")
         encoded = [encode_continuation(model, prompt, x) for x in letter_options(it)]
         single = all(len(w) - n == 1 and w[:n] == encoded[0][0][:n] for w, n in encoded)
@@ -565,13 +552,18 @@ def _score_chunk(
             inputs.append(ids)
             positions.append([len(ids) - 1])
             targets.append([w[-1] for w, _ in encoded])
-            owner.append((j, -1))
+            owner.append((j, -1, "letters"))
         else:
             for o, (w, n) in enumerate(encoded):
                 inputs.append(w[:-1])
                 positions.append(list(range(n - 1, len(w) - 1)))
                 targets.append(w[n:])
-                owner.append((j, o))
+                owner.append((j, o, "letter"))
+    option_loglik = torch.full((len(items), width), -math.inf, dtype=torch.float64)
+    option_chars = torch.zeros(len(items), width, dtype=torch.long)
+    letter_logprob = torch.full((len(items), width), -math.inf, dtype=torch.float64)
+    generated = torch.zeros(len(items), dtype=torch.bool)
+    n_correct = torch.zeros(len(items), dtype=torch.long)
     # per item and letter: summed log-prob, greedy-reproduces flag, log p at temperature
     lp_sum = torch.full((len(items), width), -math.inf, dtype=torch.float64)
     greedy = torch.zeros(len(items), width, dtype=torch.bool)
@@ -579,20 +571,27 @@ def _score_chunk(
     t = float(temperature) if n_samples else 1.0
     with tqdm(disable=True) as quiet:
         for r, rows in _logprob_rows(model, inputs, positions, batch_size=batch_size, bar=quiet):
-            j, o = owner[r]
+            j, o, kind = owner[r]
             target = torch.tensor(targets[r])
-            rows_t = (rows.double() / t).log_softmax(-1)  # (pos, vocab) at the temperature
-            if o == -1:  # one row: every letter is a token of it
+            if kind == "cloze":
+                option_loglik[j, o] = rows.gather(1, target[:, None]).sum().double()
+                option_chars[j, o] = len(items[j].choices[o])
+                continue
+            if kind == "letters":  # one row: every letter is a token of it
                 row = rows[0]
                 k = len(target)
                 lp_sum[j, :k] = row[target].double()
                 greedy[j, :k] = target == int(row.argmax())
-                lp_temp[j, :k] = rows_t[0, target]
             else:
                 picked = rows.gather(1, target[:, None])[:, 0]
                 lp_sum[j, o] = picked.double().sum()
                 greedy[j, o] = bool((rows.argmax(-1) == target).all())
-                lp_temp[j, o] = rows_t.gather(1, target[:, None]).sum()
+            if n_samples:
+                rows_t = (rows.double() / t).log_softmax(-1)  # (pos, vocab) at temperature
+                if kind == "letters":
+                    lp_temp[j, :k] = rows_t[0, target]
+                else:
+                    lp_temp[j, o] = rows_t.gather(1, target[:, None]).sum()
     for j, (i, it) in enumerate(zip(chunk, items, strict=True)):
         k = len(it.choices)
         letter_logprob[j, :k] = lp_sum[j, :k]

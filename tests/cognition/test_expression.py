@@ -179,3 +179,19 @@ def test_smollm2_one_row_letters_equal_per_letter(
     torch.testing.assert_close(fast.letter_logprob, slow.letter_logprob, atol=1e-4, rtol=0)
     assert torch.equal(fast.generated_correct, slow.generated_correct)
     assert torch.equal(fast.n_correct, slow.n_correct)
+
+
+def test_cloze_only_scores_equal_the_full_run(tiny: object) -> None:
+    """letters=False does lm-eval's work only: the same cloze scores, letter metrics refused."""
+    ds = _short(load_mcq("arc_easy"), 6)
+    full = expression_scores(tiny, ds, progress=False)
+    cloze = expression_scores(tiny, ds, letters=False, progress=False)
+    finite = torch.isfinite(full.option_loglik)
+    assert torch.equal(finite, torch.isfinite(cloze.option_loglik))
+    torch.testing.assert_close(cloze.option_loglik[finite], full.option_loglik[finite], **BATCHED)
+    assert set(cloze.metrics()) == {"acc", "acc_norm"}
+    assert "letters not scored" in cloze.summary()
+    with pytest.raises(ArgumentError, match="letters were not scored"):
+        _ = cloze.letter_acc
+    with pytest.raises(ArgumentError, match="needs letters=True"):
+        expression_scores(tiny, ds, letters=False, n_samples=4, progress=False)
