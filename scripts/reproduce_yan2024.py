@@ -318,6 +318,7 @@ def summarise(cfg: dict[str, Any], work: Path, plan: list[dict]) -> tuple[dict, 
             checkpoint=job["name"],
             phase=job["phase"],
             step=job["step"],
+            end=job["end"],
             dataset=job["dataset"],
             items=zero.n_items,
             chance=zero.chance,
@@ -356,20 +357,17 @@ def summarise(cfg: dict[str, Any], work: Path, plan: list[dict]) -> tuple[dict, 
     summary: dict[str, Any] = {"cells": cells, "missing": missing}
     summary["deltas"] = _deltas(cfg, cells, arrays)
     summary["correlation"] = _correlation(cfg, cells)
-    summary["verdicts"] = verdicts(summary)
+    summary["verdicts"] = verdicts(summary, cfg["pass_k"])
     return summary, arrays
 
 
 def _deltas(cfg: dict[str, Any], cells: list[dict], arrays: dict) -> list[dict]:
     """Paired phase differences on the same items: cognition (fixed layer) and expression."""
     by = {(c["model"], c["checkpoint"], c["dataset"]): c for c in cells}
-    ends: dict[str, dict[str, str]] = {}
+    ends: dict[str, dict[str, str]] = {}  # model -> phase -> its last checkpoint, if measured
     for c in cells:
-        e = ends.setdefault(c["model"], {"base": "base"})
-        if c["phase"] in ("sft", "dpo", "control"):
-            prev = e.get(c["phase"])
-            if prev is None or by[(c["model"], prev, c["dataset"])]["step"] < c["step"]:
-                e[c["phase"]] = c["checkpoint"]
+        if c["end"]:
+            ends.setdefault(c["model"], {})[c["phase"]] = c["checkpoint"]
     out = []
     for model, e in ends.items():
         for a, b in (("base", "sft"), ("sft", "dpo"), ("base", "dpo"), ("base", "control")):
@@ -435,7 +433,7 @@ def _correlation(cfg: dict[str, Any], cells: list[dict]) -> dict[str, Any] | Non
 STABLE = 0.05  # cognition "set before fine-tuning": the paired interval inside +-0.05
 
 
-def verdicts(summary: dict[str, Any]) -> list[dict[str, str]]:
+def verdicts(summary: dict[str, Any], pass_k: tuple[int, ...]) -> list[dict[str, str]]:
     """Apply the doc's pre-registered rules to the summary (gemma, the pretrained-only start)."""
     out = []
     deltas = [d for d in summary["deltas"] if d["model"] != "smollm2"]
@@ -525,10 +523,9 @@ def verdicts(summary: dict[str, Any]) -> list[dict[str, str]]:
     ends = [c for c in cells if "letter_fewshot" in c]
     if ends:
         narrower = sum(c["letter_fewshot"][0] > c["letter"][0] for c in ends)
+        k = max(pass_k)
         beyond = sum(
-            c[f"pass@{k}"][0] - c[f"chance_pass@{k}"] > c["letter"][0] - c["chance"]
-            for c in ends
-            for k in [max(int(x.split("@")[1]) for x in c if x.startswith("pass@"))]
+            c[f"pass@{k}"][0] - c[f"chance_pass@{k}"] > c["letter"][0] - c["chance"] for c in ends
         )
         v = (
             "reproduced"
@@ -648,7 +645,13 @@ def write_doc(doc: Path, summary: dict[str, Any]) -> None:
     doc.write_text(f"{head}{BEGIN}\n{render_tables(summary)}\n{END}{tail}")
 
 
-def figures(cfg: dict[str, Any], summary: dict[str, Any], work: Path, out: Path) -> None:
+def figures(
+    cfg: dict[str, Any],
+    summary: dict[str, Any],
+    evals: dict[str, MCQDataset],
+    work: Path,
+    out: Path,
+) -> None:
     for model in sorted({c["model"] for c in summary["cells"]}):
         cells = [c for c in summary["cells"] if c["model"] == model and c["phase"] != "control"]
         sets = [d for d in cfg["evals"] if any(c["dataset"] == d for c in cells)]
@@ -691,8 +694,7 @@ def figures(cfg: dict[str, Any], summary: dict[str, Any], work: Path, out: Path)
             if views.is_file():
                 v = torch.load(views, weights_only=True)
                 states[(c["dataset"], c["checkpoint"])] = v["states"]
-                ds = {d.name: d for d in load_sets(cfg).values()}[c["dataset"]]
-                labels[c["dataset"]] = torch.tensor([it.answer for it in ds])
+                labels[c["dataset"]] = torch.tensor([it.answer for it in evals[c["dataset"]]])
         if states:
             n_layers = next(iter(states.values())).shape[0]
             fig = pca_grid(states, labels, layers=list(range(n_layers)))
@@ -789,7 +791,7 @@ def main(argv: list[str] | None = None) -> int:
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
     np.savez_compressed(out / "cells.npz", **arrays)
     (out / "tables.md").write_text(render_tables(summary) + "\n")
-    figures(cfg, summary, work, out)
+    figures(cfg, summary, evals, work, out)
     if args.doc:
         write_doc(args.doc, summary)
     print(render_tables(summary))
